@@ -1,0 +1,57 @@
+"""User-facing error types.
+
+Every error a user can cause (bad schedule, missing file, unknown component, bad
+plugin, bad statistics) is a :class:`CompressError`. The CLI prints its message as
+one paragraph and exits with code 2; ``--debug`` adds the traceback. ``assert`` is
+kept for internal invariants only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CompressError",
+    "ScheduleError",
+    "RegistryError",
+    "PluginError",
+    "ConversionError",
+    "StatsError",
+    "QuantizationError",
+    "ModelError",
+    "DataError",
+]
+
+
+class CompressError(Exception):
+    """Base class of every error caused by user input; message says what to do."""
+
+
+class ScheduleError(CompressError):
+    """A schedule file is malformed; the message lists every problem found."""
+
+
+class RegistryError(CompressError):
+    """An unknown or duplicate component name."""
+
+
+class PluginError(CompressError):
+    """A plugin module named by an entry point or a schedule failed to import."""
+
+
+class ConversionError(CompressError):
+    """Converting a model (e.g. nn.LSTM -> ModularLSTM) failed or changed its outputs."""
+
+
+class StatsError(CompressError):
+    """Calibration statistics are missing, malformed, non-finite or for another model."""
+
+
+class QuantizationError(CompressError):
+    """A quantizer setting cannot be applied (unknown key, rule matching nothing, ...)."""
+
+
+class ModelError(CompressError):
+    """A model or checkpoint cannot be built or loaded."""
+
+
+class DataError(CompressError):
+    """A dataset cannot be found, read or split."""

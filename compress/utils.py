@@ -1,0 +1,52 @@
+"""Small helpers shared by several stages (no stage logic here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["to_device", "cache_dir", "model_device", "model_dtype"]
+
+
+def to_device(obj: Any, device: torch.device | str) -> Any:
+    """Move every tensor inside tuples/lists/dicts of ``obj`` to ``device``.
+
+    Example:
+        >>> to_device((torch.zeros(1), [torch.ones(1)]), "cpu")[1][0]
+        tensor([1.])
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple):
+        return tuple(to_device(o, device) for o in obj)
+    if isinstance(obj, list):
+        return [to_device(o, device) for o in obj]
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU when it has none)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (float32 when none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def cache_dir() -> Path:
+    """The user cache folder for derived data: ``$COMPRESS_CACHE`` or ``~/.cache/compress``."""
+    env = os.environ.get("COMPRESS_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "compress"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
