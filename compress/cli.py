@@ -1,0 +1,129 @@
+"""Command line: ``python -m compress SCHEDULE [--plan] [--out DIR] [--quiet] [--debug]``.
+
+User errors print one paragraph to stderr and exit with code 2; ``--debug`` adds the traceback.
+
+Example:
+    >>> main(["--list", "evaluators"])  # doctest: +ELLIPSIS
+    evaluators:
+      perplexity ...
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from compress.errors import CompressError
+
+__all__ = ["main", "EXIT_USER_ERROR"]
+
+EXIT_USER_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m compress",
+        description="Run a post-training quantization study described by a YAML schedule and write a report.",
+    )
+    p.add_argument("schedule", nargs="?", help="the schedule file (YAML)")
+    p.add_argument(
+        "--plan", action="store_true", help="validate, build and print the per-layer plan; no calibration or evaluation"
+    )
+    p.add_argument("--out", type=Path, help="report folder (default runs/<schedule name>/)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.add_argument("--schema", action="store_true", help="print the composed JSON schema of schedules and exit")
+    p.add_argument(
+        "--list",
+        nargs="?",
+        const="all",
+        metavar="KIND",
+        help="list registered components (models, datasets, converters, stats_sources, quantizers, "
+        "evaluators) and exit",
+    )
+    return p
+
+
+def _load_builtins_and_plugins() -> None:
+    import compress.components  # noqa: F401  (registers the built-ins)
+    from compress.plugins import load_entry_point_plugins
+
+    load_entry_point_plugins()
+
+
+def _list(kind: str) -> str:
+    from compress.registry import REGISTRIES, suggest
+
+    if kind != "all" and kind not in REGISTRIES:
+        raise CompressError(
+            f"--list: unknown kind '{kind}'.{suggest(kind, list(REGISTRIES))} Kinds: {', '.join(REGISTRIES)}."
+        )
+    lines = []
+    for name, reg in REGISTRIES.items():
+        if kind in ("all", name):
+            lines.append(f"{name}:")
+            lines += [f"  {e.name:<22} {e.description}" for e in reg]
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from compress import engine, report
+    from compress.schedule import load_schedule
+
+    schedule = load_schedule(args.schedule)
+    if args.plan:
+        result = engine.plan(schedule)
+        print(_plan_text(result))
+        return 0
+    out_dir = args.out or Path("runs") / schedule.name
+    result = engine.run(schedule, out_dir=out_dir, progress=not args.quiet)
+    report.write_report(result, out_dir)
+    if not args.quiet:
+        print(report.render_terminal(result, out_dir))
+    return 0
+
+
+def _plan_text(result: object) -> str:
+    from compress import report
+
+    parts = []
+    for c in result.conversions:  # type: ignore[attr-defined]
+        parts.append(f"{c['policy']}: " + "; ".join(c["replaced"]) + f" (max |Δ output| {c['max_abs_error']:.3g})")
+    for e in result.experiments:  # type: ignore[attr-defined]
+        q = e.settings.get("quantizer")
+        parts += ["", f"experiment {e.name}: " + ("float model (no quantizer)" if q is None else q["name"])]
+        if e.plan:
+            parts.append(report.plan_table(e.plan))
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        _load_builtins_and_plugins()
+        if args.schema:
+            from compress.schema import composed_schema
+
+            print(json.dumps(composed_schema(), indent=2))
+            return 0
+        if args.list:
+            print(_list(args.list))
+            return 0
+        if not args.schedule:
+            _parser().print_usage(sys.stderr)
+            print("error: give a schedule file, or --list / --schema.", file=sys.stderr)
+            return EXIT_USER_ERROR
+        return _run(args)
+    except CompressError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; files already written are complete (every write is atomic).", file=sys.stderr)
+        return 130

@@ -1,0 +1,397 @@
+"""The engine: the only module that knows the order of the stages.
+
+    schedule -> build model -> load checkpoint -> convert (+ check) -> statistics
+             -> for each experiment: quantize a copy -> evaluate -> report
+
+Every component is looked up in its registry by the name the schedule gives; stages never
+import each other.
+
+Example:
+    >>> # from compress.schedule import load_schedule
+    >>> # result = run(load_schedule("schedules/perf_rnn.yaml"), out_dir=Path("runs/perf_rnn"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compress.errors import CompressError, ConversionError, ModelError
+from compress.registry import CONVERTERS, DATASETS, EVALUATORS, MODELS, QUANTIZERS, STATS_SOURCES
+from compress.schedule import Schedule
+
+__all__ = ["ExperimentResult", "RunResult", "run", "plan", "select_device", "DEFAULT_CONVERSION_TOLERANCE"]
+
+# Max abs logit difference accepted after converting nn.LSTM/GRU to the modular version: the
+# old tool's notebook printed 6e-6 on a 1500-wide model; float32 reassociation over a few
+# hundred steps stays well below 1e-4 on our models (measured ~1e-6).
+DEFAULT_CONVERSION_TOLERANCE = 1e-4
+
+
+@dataclass
+class ExperimentResult:
+    """What one experiment produced."""
+
+    name: str
+    settings: dict[str, Any]
+    metric: str = ""
+    value: float = float("nan")
+    metrics: dict[str, float] = field(default_factory=dict)
+    eval_seconds: float = 0.0
+    weight_bytes: int = 0
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    plan: list[dict[str, Any]] = field(default_factory=list)
+    stats_key: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced, in stage order."""
+
+    schedule: Schedule
+    device: str
+    conversions: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    experiments: list[ExperimentResult] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _at(schedule: Schedule, path: tuple[Any, ...]) -> Iterator[None]:
+    """Prefix user errors raised inside with the schedule location that caused them."""
+    try:
+        yield
+    except CompressError as exc:
+        raise type(exc)(f"{schedule.where(path)}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def select_device(spec: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cpu``; ``cuda[:N]`` (an error if absent)."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise CompressError(f"device '{spec}' was asked for but CUDA is not available here; use 'auto' or 'cpu'.")
+    return torch.device(spec)
+
+
+def _component(block: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return block["name"], dict(block.get("args") or {})
+
+
+def _convert_items(schedule: Schedule) -> list[tuple[str, dict[str, Any], float]]:
+    items = []
+    for item in schedule.data.get("convert") or []:
+        if isinstance(item, str):
+            items.append((item, {}, DEFAULT_CONVERSION_TOLERANCE))
+        else:
+            items.append(
+                (item["name"], dict(item.get("args") or {}), item.get("tolerance", DEFAULT_CONVERSION_TOLERANCE))
+            )
+    return items
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def build_model(schedule: Schedule, device: torch.device) -> torch.nn.Module:
+    """Build the model from its registered factory and load its checkpoint."""
+    block = schedule.data["model"]
+    name, args = _component(block)
+    ckpt = block.get("checkpoint")
+    path = schedule.resolve_path(ckpt) if ckpt else None
+    if path is not None and not path.is_file():
+        with _at(schedule, ("model", "checkpoint")):
+            raise ModelError(f"the checkpoint file {path} does not exist. Fix the path (relative to the schedule).")
+    with _at(schedule, ("model",)):
+        model = MODELS.get(name).obj(checkpoint=path, **args)
+    return model.to(device).eval()
+
+
+def build_data(schedule: Schedule) -> Any:
+    """The DataSource named by the schedule's ``data`` block."""
+    name, args = _component(schedule.data["data"])
+    with _at(schedule, ("data",)):
+        return DATASETS.get(name).obj(**args)
+
+
+def _first_batch(data: Any, split: str) -> Any:
+    return next(iter(data.batches(split)))
+
+
+def _max_output_error(a: torch.nn.Module, b: torch.nn.Module, batch: Any) -> float:
+    with torch.no_grad():
+        ya, _ = a.forward_batch(batch, None)
+        yb, _ = b.forward_batch(batch, None)
+    return float((ya.double() - yb.double()).abs().max())
+
+
+def convert(schedule: Schedule, model: torch.nn.Module, data: Any) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
+    """Apply every conversion policy in order; each is checked against the model before it."""
+    records = []
+    batch = _first_batch(data, "evaluation")
+    for i, (name, args, tol) in enumerate(_convert_items(schedule)):
+        with _at(schedule, ("convert", i)):
+            new, replaced = CONVERTERS.get(name).obj(copy.deepcopy(model), **args)
+            err = _max_output_error(model, new, batch)
+            if not err <= tol:
+                raise ConversionError(
+                    f"after '{name}' the model's outputs differ from the unconverted model by {err:.3g} "
+                    f"(allowed {tol:g}). The conversion is not faithful; report it, or raise 'tolerance'."
+                )
+        records.append({"policy": name, "replaced": replaced, "max_abs_error": err, "tolerance": tol})
+        model = new.eval()
+    return model, records
+
+
+def _stats_key(spec: dict[str, Any]) -> str:
+    return json.dumps({"source": spec["source"], "args": spec.get("args") or {}}, sort_keys=True)
+
+
+def collect_stats(
+    schedule: Schedule,
+    spec: dict[str, Any],
+    path: tuple[Any, ...],
+    model: torch.nn.Module,
+    data: Any,
+    device: torch.device,
+    progress: bool,
+) -> Any:
+    """Statistics from the named source (collect / generate / file)."""
+    from compress.stats import StatsContext  # the stats package owns the context type
+
+    ctx = StatsContext(
+        model=model,
+        data=data,
+        device=device,
+        seed=int(schedule.data.get("seed", 0)),
+        progress=progress,
+        base_dir=schedule.base_dir,
+    )
+    with _at(schedule, path):
+        return STATS_SOURCES.get(spec["source"]).obj(ctx, **dict(spec.get("args") or {}))
+
+
+def edit_stats(
+    schedule: Schedule, stats: Any, rules: list[dict[str, Any]], path: tuple[Any, ...]
+) -> tuple[Any, list[str]]:
+    """Apply declarative stats edits (the notebook's hand-edited file, as rules)."""
+    from compress.stats import apply_edits
+
+    if not rules:
+        return stats, []
+    with _at(schedule, path):
+        return apply_edits(stats, rules)
+
+
+def experiment_quantizer(schedule: Schedule, exp: dict[str, Any]) -> dict[str, Any] | None:
+    """The resolved quantizer block of an experiment (None = the float model)."""
+    if "quantizer" in exp:
+        q = exp["quantizer"]
+        return (
+            None
+            if q is None
+            else {"name": q["name"], "args": dict(q.get("args") or {}), "overrides": list(q.get("overrides") or [])}
+        )
+    base = schedule.data["quantizer"]
+    args = {**(base.get("args") or {}), **(exp.get("args") or {})}
+    overrides = exp["overrides"] if "overrides" in exp else list(base.get("overrides") or [])
+    return {"name": base["name"], "args": args, "overrides": list(overrides)}
+
+
+def make_quantizer(qspec: dict[str, Any], model: torch.nn.Module, stats: Any) -> Any:
+    """Instantiate the registered quantizer class for ``qspec`` on ``model``."""
+    kwargs = dict(qspec["args"])
+    if qspec["overrides"]:
+        kwargs["overrides"] = qspec["overrides"]
+    return QUANTIZERS.get(qspec["name"]).obj(model, stats=stats, **kwargs)
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the weights as deployed: quantized wrappers report their own, float params count as stored."""
+    total, seen = 0, set()
+    for module in model.modules():
+        fn = getattr(module, "deployed_weight_bytes", None)
+        if callable(fn):
+            total += int(fn(seen))
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel() * p.element_size()
+    return total
+
+
+def evaluate(schedule: Schedule, model: torch.nn.Module, data: Any, progress: bool) -> tuple[dict[str, Any], float]:
+    """Run the evaluator; returns its result and the wall time in seconds."""
+    name, args = _component(schedule.data["evaluate"])
+    start = time.perf_counter()
+    with _at(schedule, ("evaluate",)):
+        result = EVALUATORS.get(name).obj(model, data, progress=progress, **args)
+    return result, time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+def _seed(schedule: Schedule) -> None:
+    torch.manual_seed(int(schedule.data.get("seed", 0)))
+
+
+def _plan_rows(q: Any) -> list[dict[str, Any]]:
+    rows = []
+    for p in q.resolve_plan():
+        rows.append(
+            p if isinstance(p, dict) else {k: getattr(p, k) for k in vars(p)} if hasattr(p, "__dict__") else p._asdict()
+        )
+    return rows
+
+
+def plan(schedule: Schedule, *, progress: bool = False) -> RunResult:
+    """Resolve everything (model, conversion, per-experiment layer plan) without calibrating or evaluating."""
+    _seed(schedule)
+    device = select_device(schedule.data.get("device", "auto"))
+    result = RunResult(schedule, str(device))
+    model = build_model(schedule, device)
+    data = build_data(schedule)
+    model, result.conversions = convert(schedule, model, data)
+    for i, exp in enumerate(schedule.data["experiments"]):
+        qspec = experiment_quantizer(schedule, exp)
+        er = ExperimentResult(exp["name"], {"quantizer": qspec})
+        if qspec is not None:
+            with _at(schedule, ("experiments", i)):
+                er.plan = _plan_rows(make_quantizer(qspec, model, None))
+        result.experiments.append(er)
+    return result
+
+
+def _stats_for_experiment(schedule: Schedule, exp: dict[str, Any], i: int) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    if "stats" in exp:
+        return exp["stats"], ("experiments", i, "stats")
+    return schedule.data["stats"], ("stats",)
+
+
+def run(
+    schedule: Schedule,
+    *,
+    out_dir: Path,
+    progress: bool = True,
+    on_experiment: Callable[[ExperimentResult], None] | None = None,
+) -> RunResult:
+    """Run every stage of ``schedule`` and return the results (the report stage writes them)."""
+    _seed(schedule)
+    device = select_device(schedule.data.get("device", "auto"))
+    result = RunResult(schedule, str(device))
+    t = result.timings
+    with _timed(t, "build"):
+        float_model = build_model(schedule, device)
+        data = build_data(schedule)
+    with _timed(t, "convert"):
+        model, result.conversions = convert(schedule, float_model, data)
+    calib_batch = _first_batch(data, "calibration")
+    stats_cache: dict[str, Any] = {}
+    for i, exp in enumerate(schedule.data["experiments"]):
+        er = _run_experiment(schedule, exp, i, model, data, device, calib_batch, stats_cache, result, progress, out_dir)
+        result.experiments.append(er)
+        if on_experiment:
+            on_experiment(er)
+    return result
+
+
+def _run_experiment(
+    schedule: Schedule,
+    exp: dict[str, Any],
+    i: int,
+    model: torch.nn.Module,
+    data: Any,
+    device: torch.device,
+    calib_batch: Any,
+    stats_cache: dict[str, Any],
+    result: RunResult,
+    progress: bool,
+    out_dir: Path,
+) -> ExperimentResult:
+    t = result.timings
+    qspec = experiment_quantizer(schedule, exp)
+    er = ExperimentResult(exp["name"], {"quantizer": qspec})
+    qmodel, quantizer = model, None
+    if qspec is not None:
+        stats = None
+        if "stats" in schedule.data or "stats" in exp:
+            with _timed(t, "stats"):
+                stats, er.stats_key = _experiment_stats(
+                    schedule, exp, i, model, data, device, stats_cache, result, progress, out_dir
+                )
+        with _timed(t, "quantize"), _at(schedule, ("experiments", i)):
+            quantizer = make_quantizer(qspec, model, stats)
+            er.plan = _plan_rows(quantizer)
+            qmodel = quantizer.prepare_model().eval()
+    with _timed(t, "evaluate"):
+        ev, er.eval_seconds = evaluate(schedule, qmodel, data, progress)
+    er.metric, er.value, er.metrics = ev["metric"], float(ev["value"]), dict(ev.get("metrics", {}))
+    er.weight_bytes = weight_bytes(qmodel)
+    if quantizer is not None:
+        with _timed(t, "layer_report"):
+            er.layers = list(quantizer.layer_records(lambda m: _run_batch(m, calib_batch)))
+    er.settings["stats"] = result.stats.get(er.stats_key or "", {}).get("spec")
+    return er
+
+
+def _run_batch(model: torch.nn.Module, batch: Any) -> None:
+    with torch.no_grad():
+        model.score_batch(batch, None)
+
+
+def _experiment_stats(
+    schedule: Schedule,
+    exp: dict[str, Any],
+    i: int,
+    model: torch.nn.Module,
+    data: Any,
+    device: torch.device,
+    cache: dict[str, Any],
+    result: RunResult,
+    progress: bool,
+    out_dir: Path,
+) -> tuple[Any, str]:
+    spec, path = _stats_for_experiment(schedule, exp, i)
+    key = _stats_key(spec)
+    if key not in cache:
+        stats = collect_stats(schedule, spec, path, model, data, device, progress)
+        stats, log = edit_stats(schedule, stats, list(spec.get("edits") or []), path + ("edits",))
+        fname = spec.get("save") or f"stats-{spec['source']}-{len(cache)}.yaml"
+        stats.save(out_dir / fname)
+        cache[key] = stats
+        result.stats[key] = {"spec": {k: v for k, v in spec.items()}, "file": fname, "edits": log}
+    stats = cache[key]
+    extra = list(exp.get("stats_edits") or [])
+    if extra:
+        stats, log = edit_stats(schedule, stats, extra, ("experiments", i, "stats_edits"))
+        ekey = key + json.dumps(extra, sort_keys=True)
+        result.stats.setdefault(
+            ekey,
+            {
+                "spec": {**spec, "edits": list(spec.get("edits") or []) + extra},
+                "file": result.stats[key]["file"],
+                "edits": log,
+            },
+        )
+        return stats, ekey
+    return stats, key

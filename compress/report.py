@@ -1,0 +1,350 @@
+"""Turn a run's results into tables and files: terminal summary, report.md, report.json, layers.csv, manifest.json.
+
+The comparison table reads like this (values from a real run are in the README)::
+
+    | experiment | perplexity | Δ vs fp32 | weights | eval s | × fp32 |
+    |------------|-----------:|----------:|--------:|-------:|-------:|
+    | fp32       |      2.963 |     +0.00% |  5.2 MB |   3.10 |   1.00 |
+    | sym8       |      3.402 |    +14.80% |  1.3 MB |   4.90 |   1.58 |
+
+Example:
+    >>> fmt_bytes(1536)
+    '1.5 KiB'
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from compress.engine import ExperimentResult, RunResult
+from compress.fileio import atomic_write_json, atomic_write_text
+
+__all__ = [
+    "comparison_rows",
+    "layer_rows",
+    "render_terminal",
+    "render_markdown",
+    "write_report",
+    "fmt_bytes",
+    "plan_table",
+    "manifest",
+]
+
+SQNR_KEY = "sqnr_db"
+TERMINAL_WORST_LAYERS = 8
+
+
+def fmt_bytes(n: float) -> str:
+    """Human-readable binary size."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _baseline(result: RunResult) -> ExperimentResult | None:
+    floats = [e for e in result.experiments if e.settings.get("quantizer") is None]
+    return floats[0] if floats else (result.experiments[0] if result.experiments else None)
+
+
+def _extra_metric_names(result: RunResult) -> list[str]:
+    names: list[str] = []
+    for e in result.experiments:
+        for k in e.metrics:
+            if k.startswith(e.metric + "_") and k not in names:
+                names.append(k)
+    return names
+
+
+def comparison_rows(result: RunResult) -> list[dict[str, Any]]:
+    """One row per experiment: metric, Δ vs the float baseline, deployed weight bytes, eval time and ratio."""
+    base = _baseline(result)
+    extras = _extra_metric_names(result)
+    rows = []
+    for e in result.experiments:
+        row: dict[str, Any] = {"experiment": e.name, e.metric or "metric": e.value}
+        row["delta_pct"] = _delta(e.value, base.value if base else float("nan"))
+        for k in extras:
+            row[k] = e.metrics.get(k, float("nan"))
+            bk = base.metrics.get(k, float("nan")) if base else float("nan")
+            row[f"delta_{k}_pct"] = _delta(row[k], bk)
+        row["weight_bytes"] = e.weight_bytes
+        row["eval_seconds"] = e.eval_seconds
+        row["time_ratio"] = e.eval_seconds / base.eval_seconds if base and base.eval_seconds > 0 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def _delta(v: float, ref: float) -> float:
+    return (v - ref) / ref * 100.0 if ref and math.isfinite(ref) and ref != 0 else float("nan")
+
+
+def _display_comparison(rows: list[dict[str, Any]], base_name: str) -> list[list[Any]]:
+    out = []
+    for r in rows:
+        cells = [r["experiment"]]
+        for k, v in r.items():
+            if k in ("experiment", "weight_bytes", "eval_seconds", "time_ratio"):
+                continue
+            cells.append(f"{v:+.2f}%" if k.endswith("_pct") else f"{v:.4f}")
+        cells += [fmt_bytes(r["weight_bytes"]), f"{r['eval_seconds']:.2f}", f"{r['time_ratio']:.2f}"]
+        out.append(cells)
+    return out
+
+
+def _comparison_headers(rows: list[dict[str, Any]], base_name: str) -> list[str]:
+    heads = ["experiment"]
+    for k in rows[0]:
+        if k in ("experiment", "weight_bytes", "eval_seconds", "time_ratio"):
+            continue
+        heads.append(f"Δ vs {base_name}" if k == "delta_pct" else (f"Δ {k[6:-4]}" if k.startswith("delta_") else k))
+    return heads + ["weights", "eval s", f"× {base_name}"]
+
+
+def comparison_table(result: RunResult, fmt: str) -> str:
+    rows = comparison_rows(result)
+    if not rows:
+        return "(no experiments)"
+    base = _baseline(result)
+    name = base.name if base else "baseline"
+    return tabulate(
+        _display_comparison(rows, name), headers=_comparison_headers(rows, name), tablefmt=fmt, disable_numparse=True
+    )
+
+
+def layers_experiment(result: RunResult) -> ExperimentResult | None:
+    """The experiment whose per-layer table is shown: ``report.layers_for`` or the last with layers."""
+    want = (result.schedule.data.get("report") or {}).get("layers_for")
+    with_layers = [e for e in result.experiments if e.layers]
+    for e in with_layers:
+        if e.name == want:
+            return e
+    return with_layers[-1] if with_layers else None
+
+
+def layer_rows(exp: ExperimentResult) -> list[dict[str, Any]]:
+    """Per-layer rows sorted by SQNR, worst first (rows without an SQNR go last)."""
+
+    def key(r: dict[str, Any]) -> float:
+        v = r.get(SQNR_KEY)
+        return v if isinstance(v, (int, float)) and not math.isnan(v) else math.inf
+
+    return sorted(exp.layers, key=key)
+
+
+def _fmt_cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt_cell(x) for x in v) + "]"
+    return "" if v is None else str(v)
+
+
+def layer_table(rows: list[dict[str, Any]], fmt: str, limit: int | None = None) -> str:
+    if not rows:
+        return "(no quantized layers)"
+    heads = list(rows[0])
+    for r in rows:
+        heads += [k for k in r if k not in heads]
+    shown = rows[:limit] if limit else rows
+    return tabulate(
+        [[_fmt_cell(r.get(h)) for h in heads] for r in shown], headers=heads, tablefmt=fmt, disable_numparse=True
+    )
+
+
+def plan_table(rows: list[dict[str, Any]], fmt: str = "simple") -> str:
+    """The resolved per-layer plan (module, type, rule, settings) as a table."""
+    return layer_table(
+        [{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows], fmt
+    )
+
+
+def _settings_text(e: ExperimentResult) -> str:
+    return json.dumps(e.settings, indent=2, sort_keys=False, default=str)
+
+
+def render_terminal(result: RunResult, out_dir: Path | None = None) -> str:
+    """A screenful: conversion check, comparison table, the worst layers, where the files are."""
+    parts = [f"compress: {result.schedule.name} on {result.device}"]
+    for c in result.conversions:
+        parts.append(
+            f"converted with {c['policy']}: {len(c['replaced'])} module(s); "
+            f"max |Δ output| = {c['max_abs_error']:.3g} (tolerance {c['tolerance']:g})"
+        )
+    parts += ["", comparison_table(result, "simple")]
+    exp = layers_experiment(result)
+    if exp is not None:
+        parts += [
+            "",
+            f"worst {TERMINAL_WORST_LAYERS} layers of '{exp.name}' by SQNR (all in layers.csv):",
+            layer_table(_terminal_layer_rows(layer_rows(exp)), "simple", TERMINAL_WORST_LAYERS),
+        ]
+    if out_dir is not None:
+        parts += ["", f"report: {out_dir / 'report.md'}"]
+    return "\n".join(parts)
+
+
+def _terminal_layer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("module", "type", "rule", "bits", "mode", "clip", SQNR_KEY, "saturation_pct")
+    return [{k: r[k] for k in r if k in keep} or r for r in rows]
+
+
+def render_markdown(result: RunResult) -> str:
+    """report.md: comparison, conversion check, statistics, per-layer table and settings of each experiment."""
+    s = result.schedule
+    md = [
+        f"# compress report: {s.name}",
+        "",
+        f"Schedule `{s.path.name}`, device `{result.device}`, "
+        f"seed {s.data.get('seed', 0)}, {time.strftime('%Y-%m-%d %H:%M:%S')}.",
+        "",
+        "## Comparison",
+        "",
+        comparison_table(result, "github"),
+        "",
+    ]
+    md += _conversion_md(result) + _stats_md(result) + _timings_md(result)
+    exp = layers_experiment(result)
+    if exp is not None:
+        md += [f"## Per-layer table: `{exp.name}` (worst SQNR first)", "", layer_table(layer_rows(exp), "github"), ""]
+    md += ["## Settings of each experiment", ""]
+    for e in result.experiments:
+        md += [f"### {e.name}", "", "```json", _settings_text(e), "```", ""]
+    return "\n".join(md)
+
+
+def _conversion_md(result: RunResult) -> list[str]:
+    if not result.conversions:
+        return []
+    out = ["## Conversion check", ""]
+    for c in result.conversions:
+        out.append(
+            f"- `{c['policy']}`: max |Δ output| vs the unconverted model = {c['max_abs_error']:.3g} "
+            f"(tolerance {c['tolerance']:g})"
+        )
+        out += [f"  - {r}" for r in c["replaced"]]
+    return out + [""]
+
+
+def _stats_md(result: RunResult) -> list[str]:
+    if not result.stats:
+        return []
+    out = ["## Calibration statistics", ""]
+    for info in result.stats.values():
+        out.append(f"- `{info['file']}` from `{json.dumps(info['spec'], default=str)}`")
+        out += [f"  - edit: {line}" for line in info["edits"]]
+    return out + [""]
+
+
+def _timings_md(result: RunResult) -> list[str]:
+    rows = [[k, f"{v:.2f}"] for k, v in result.timings.items()]
+    return ["## Stage times", "", tabulate(rows, headers=["stage", "seconds"], tablefmt="github"), ""] if rows else []
+
+
+def report_json(result: RunResult) -> dict[str, Any]:
+    """The machine-readable report (version 1)."""
+    return {
+        "format": "compress-report",
+        "version": 1,
+        "schedule": result.schedule.name,
+        "device": result.device,
+        "conversions": result.conversions,
+        "timings": result.timings,
+        "stats": list(result.stats.values()),
+        "experiments": [
+            {
+                "name": e.name,
+                "metric": e.metric,
+                "value": e.value,
+                "metrics": e.metrics,
+                "delta_pct": r["delta_pct"],
+                "weight_bytes": e.weight_bytes,
+                "eval_seconds": e.eval_seconds,
+                "settings": e.settings,
+                "layers": e.layers,
+            }
+            for e, r in zip(result.experiments, comparison_rows(result), strict=False)
+        ],
+    }
+
+
+def layers_csv(result: RunResult) -> str:
+    rows = [{"experiment": e.name, **r} for e in result.experiments for r in layer_rows(e)]
+    heads: list[str] = []
+    for r in rows:
+        heads += [k for k in r if k not in heads]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=heads or ["experiment"])
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _fmt_cell(v) if isinstance(v, (list, tuple)) else v for k, v in r.items()})
+    return buf.getvalue()
+
+
+def manifest(result: RunResult) -> dict[str, Any]:
+    """Resolved schedule, its hash, seed, library versions and device."""
+    import numpy
+    import torch
+
+    import compress
+
+    canonical = json.dumps(result.schedule.data, sort_keys=True, default=str)
+    return {
+        "schedule_path": str(result.schedule.path),
+        "schedule": result.schedule.data,
+        "schedule_sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+        "seed": result.schedule.data.get("seed", 0),
+        "device": result.device,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {
+            "compress": compress.__version__,
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+        },
+    }
+
+
+def write_report(result: RunResult, out_dir: Path) -> list[Path]:
+    """Write every report file atomically into ``out_dir``; returns the paths written."""
+    formats = (result.schedule.data.get("report") or {}).get("formats") or ["md", "json", "csv"]
+    written = []
+    if "md" in formats:
+        written.append(_write(out_dir / "report.md", render_markdown(result)))
+    if "json" in formats:
+        atomic_write_json(out_dir / "report.json", _jsonable(report_json(result)))
+        written.append(out_dir / "report.json")
+    if "csv" in formats:
+        written.append(_write(out_dir / "layers.csv", layers_csv(result)))
+    atomic_write_json(out_dir / "manifest.json", _jsonable(manifest(result)))
+    return written + [out_dir / "manifest.json"]
+
+
+def _write(path: Path, text: str) -> Path:
+    atomic_write_text(path, text)
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (int, str, bool)) or obj is None:
+        return obj
+    return str(obj)

@@ -1,0 +1,408 @@
+"""Read, validate and resolve a schedule file.
+
+Every problem in a file is reported at once, each as one sentence that names the file, the
+line and column, the YAML path, what is wrong and what is allowed.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.yaml"
+    >>> _ = p.write_text("version: 1\\nmodel: {name: nope}\\n")
+    >>> try:
+    ...     load_schedule(p)
+    ... except ScheduleError as e:
+    ...     print(str(e).splitlines()[0])
+    s.yaml: 4 problems.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from compress.errors import PluginError, ScheduleError
+from compress.plugins import load_entry_point_plugins, load_plugins
+from compress.registry import REGISTRIES, suggest
+from compress.schema import SCHEDULE_VERSION, skeleton_schema
+
+__all__ = ["Schedule", "load_schedule", "parse_yaml", "Problem"]
+
+Path_ = tuple[Any, ...]
+
+
+@dataclass
+class Problem:
+    """One validation problem: where (YAML path) and what."""
+
+    path: Path_
+    message: str
+
+
+@dataclass
+class Schedule:
+    """A validated schedule: the raw mapping plus where it came from."""
+
+    data: dict[str, Any]
+    path: Path
+    marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def where(self, path: Path_) -> str:
+        """``file:line:col: yaml.path`` for a path inside this schedule."""
+        return f"{_where(str(self.path), self.marks, path)}: {format_path(path)}"
+
+    @property
+    def name(self) -> str:
+        return str(self.data.get("name") or self.path.stem)
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the schedule, relative to the schedule's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+# ----------------------------------------------------------------------------- YAML with marks
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, dict[Path_, tuple[int, int]]]:
+    """Safe-load ``text`` and map every YAML path to its (line, column), 1-based."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        what = exc.problem or str(exc)
+        if "could not determine a constructor" in str(exc):
+            what += " (only plain YAML is accepted: tags such as !!python/object are refused for safety)"
+        raise ScheduleError(f"{where}: the file is not valid YAML: {what}. Fix the syntax at that line.") from None
+    except yaml.YAMLError as exc:
+        raise ScheduleError(f"{source}: the file is not valid YAML: {exc}.") from None
+    marks: dict[Path_, tuple[int, int]] = {}
+    if node is not None:
+        _collect_marks(node, (), marks)
+    return data, marks
+
+
+def _collect_marks(node: yaml.Node, path: Path_, marks: dict[Path_, tuple[int, int]]) -> None:
+    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = _scalar_key(key_node)
+            marks[path + (("key", key),)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _collect_marks(value_node, path + (key,), marks)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _collect_marks(item, path + (i,), marks)
+
+
+def _scalar_key(node: yaml.Node) -> Any:
+    value = node.value
+    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int"):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def format_path(path: Path_) -> str:
+    """``('quantizer', 'overrides', 2, 'bits')`` -> ``quantizer.overrides[2].bits``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _schema_problems(instance: Any, schema: dict[str, Any], prefix: Path_) -> list[Problem]:
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
+        problems.extend(_explain(err, prefix))
+    return problems
+
+
+def _explain(err: jsonschema.ValidationError, prefix: Path_) -> list[Problem]:
+    path = prefix + tuple(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        return [
+            Problem(
+                path + (("key", k),),
+                f"unknown key '{k}'.{suggest(str(k), allowed)} Allowed keys: {', '.join(allowed)}.",
+            )
+            for k in extra
+        ]
+    if err.validator in ("anyOf", "oneOf") and err.context:
+        best = jsonschema.exceptions.best_match(err.context)
+        return _explain(best, prefix) if best is not None else [Problem(path, err.message + ".")]
+    return [Problem(path, _message(err))]
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    v, s = err.validator, err.schema
+    if v == "required":
+        missing = str(err.message).split("'")[1] if "'" in err.message else err.message
+        return f"the required key '{missing}' is missing."
+    if v == "enum":
+        return f"{err.instance!r} is not allowed. Allowed: {', '.join(map(repr, s['enum']))}.{_sugg(err)}"
+    if v == "const":
+        return f"{err.instance!r} is not supported; this version of compress reads version {s['const']!r} schedules."
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"{err.instance!r} is out of range ({_range_text(s)})."
+    if v == "type":
+        return f"{err.instance!r} has the wrong type; expected {_type_text(s['type'])}."
+    if v == "pattern":
+        return f"{err.instance!r} does not match the allowed form {s['pattern']}."
+    return err.message + "."
+
+
+def _sugg(err: jsonschema.ValidationError) -> str:
+    return suggest(str(err.instance), [str(x) for x in err.schema.get("enum", [])])
+
+
+def _range_text(s: dict[str, Any]) -> str:
+    parts = []
+    if "minimum" in s:
+        parts.append(f">= {s['minimum']}")
+    if "exclusiveMinimum" in s:
+        parts.append(f"> {s['exclusiveMinimum']}")
+    if "maximum" in s:
+        parts.append(f"<= {s['maximum']}")
+    if "exclusiveMaximum" in s:
+        parts.append(f"< {s['exclusiveMaximum']}")
+    return "allowed: " + " and ".join(parts)
+
+
+def _type_text(t: Any) -> str:
+    names = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer"}
+    names.update({"number": "a number", "boolean": "true or false", "null": "null"})
+    ts = t if isinstance(t, list) else [t]
+    return " or ".join(names.get(x, x) for x in ts)
+
+
+def _component_blocks(data: dict[str, Any]) -> list[tuple[Path_, str, str, dict[str, Any]]]:
+    """(path, registry kind, name key, block) for every component block present in ``data``."""
+    out: list[tuple[Path_, str, str, dict[str, Any]]] = []
+    for key, kind, name_key in [
+        ("model", "models", "name"),
+        ("data", "datasets", "name"),
+        ("stats", "stats_sources", "source"),
+        ("quantizer", "quantizers", "name"),
+        ("evaluate", "evaluators", "name"),
+    ]:
+        if isinstance(data.get(key), dict):
+            out.append(((key,), kind, name_key, data[key]))
+    for i, item in enumerate(data.get("convert") or []):
+        if isinstance(item, dict):
+            out.append((("convert", i), "converters", "name", item))
+    for i, exp in enumerate(data.get("experiments") or []):
+        if not isinstance(exp, dict):
+            continue
+        if isinstance(exp.get("quantizer"), dict):
+            out.append((("experiments", i, "quantizer"), "quantizers", "name", exp["quantizer"]))
+        if isinstance(exp.get("stats"), dict):
+            out.append((("experiments", i, "stats"), "stats_sources", "source", exp["stats"]))
+    return out
+
+
+def _args_problems(path: Path_, kind: str, name_key: str, block: dict[str, Any]) -> list[Problem]:
+    registry = REGISTRIES[kind]
+    name = block.get(name_key)
+    if not isinstance(name, str):
+        return []
+    if name not in registry:
+        return [Problem(path + (name_key,), registry.unknown_message(name))]
+    args = block.get("args", {})
+    if args is None:
+        args = {}
+    return _schema_problems(args, registry.get(name).schema, path + ("args",))
+
+
+def _convert_name_problems(data: dict[str, Any]) -> list[Problem]:
+    registry = REGISTRIES["converters"]
+    return [
+        Problem(("convert", i), registry.unknown_message(item))
+        for i, item in enumerate(data.get("convert") or [])
+        if isinstance(item, str) and item not in registry
+    ]
+
+
+def _regex_problems(data: dict[str, Any]) -> list[Problem]:
+    problems = []
+    for path, pattern in _regexes(data):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append(Problem(path, f"{pattern!r} is not a valid regular expression: {exc}."))
+    return problems
+
+
+def _regexes(data: dict[str, Any]) -> list[tuple[Path_, str]]:
+    found: list[tuple[Path_, str]] = []
+
+    def rules(seq: Any, path: Path_) -> None:
+        for i, rule in enumerate(seq if isinstance(seq, list) else []):
+            if isinstance(rule, dict) and isinstance(rule.get("match"), str):
+                found.append((path + (i, "match"), rule["match"]))
+
+    q = data.get("quantizer") if isinstance(data.get("quantizer"), dict) else {}
+    rules(q.get("overrides"), ("quantizer", "overrides"))
+    st = data.get("stats") if isinstance(data.get("stats"), dict) else {}
+    rules(st.get("edits"), ("stats", "edits"))
+    for i, exp in enumerate(data.get("experiments") or []):
+        if isinstance(exp, dict):
+            rules(exp.get("overrides"), ("experiments", i, "overrides"))
+            rules(exp.get("stats_edits"), ("experiments", i, "stats_edits"))
+            if isinstance(exp.get("quantizer"), dict):
+                rules(exp["quantizer"].get("overrides"), ("experiments", i, "quantizer", "overrides"))
+    return found
+
+
+def _semantic_problems(data: dict[str, Any]) -> list[Problem]:
+    problems = []
+    names = [e.get("name") for e in data.get("experiments") or [] if isinstance(e, dict)]
+    seen: set[str] = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            problems.append(Problem(("experiments", i, "name"), f"the experiment name '{n}' is used twice."))
+        seen.add(n)
+    for i, exp in enumerate(data.get("experiments") or []):
+        if not isinstance(exp, dict):
+            continue
+        if "quantizer" not in exp and not isinstance(data.get("quantizer"), dict):
+            problems.append(
+                Problem(
+                    ("experiments", i),
+                    "this experiment uses the base quantizer, but the schedule has no "
+                    "'quantizer' block; add one, or give the experiment 'quantizer: null' for the float model.",
+                )
+            )
+        if exp.get("quantizer", 0) is None and ("args" in exp or "overrides" in exp):
+            problems.append(
+                Problem(
+                    ("experiments", i),
+                    "'args'/'overrides' cannot change a float experiment ('quantizer: null'); remove them.",
+                )
+            )
+    layers_for = (data.get("report") or {}).get("layers_for") if isinstance(data.get("report"), dict) else None
+    if layers_for is not None and layers_for not in seen:
+        problems.append(
+            Problem(
+                ("report", "layers_for"),
+                f"no experiment is named '{layers_for}'.{suggest(str(layers_for), [str(s) for s in seen])}",
+            )
+        )
+    needs_stats = any(
+        isinstance(e, dict) and e.get("quantizer", 0) is not None and "stats" not in e
+        for e in data.get("experiments") or []
+    )
+    if needs_stats and "stats" not in data and _base_quantizer_is_linear(data):
+        problems.append(
+            Problem(
+                (),
+                "quantized experiments need calibration statistics: add a 'stats' block "
+                "(source: collect, generate or file).",
+            )
+        )
+    return problems
+
+
+def _base_quantizer_is_linear(data: dict[str, Any]) -> bool:
+    q = data.get("quantizer")
+    return isinstance(q, dict) and q.get("name") == "post_train_linear"
+
+
+def validate(data: Any) -> list[Problem]:
+    """Every problem of a parsed schedule (structure, component names and args, regexes)."""
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}, not a mapping"
+        return [Problem((), f"the schedule is {kind}; it must be a mapping starting with 'version: 1'.")]
+    if data.get("version") != SCHEDULE_VERSION:
+        got = data.get("version", "missing")
+        return [
+            Problem(
+                ("version",),
+                f"version {got!r} is not supported; this compress reads 'version: "
+                f"{SCHEDULE_VERSION}' schedules (see the README's schedule reference).",
+            )
+        ]
+    problems = _schema_problems(data, skeleton_schema(), ())
+    for path, kind, name_key, block in _component_blocks(data):
+        problems.extend(_args_problems(path, kind, name_key, block))
+    problems.extend(_convert_name_problems(data))
+    problems.extend(_regex_problems(data))
+    if not problems:
+        problems.extend(_semantic_problems(data))
+    return problems
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _where(source: str, marks: dict[Path_, tuple[int, int]], path: Path_) -> str:
+    p = path
+    while p not in marks and p:
+        p = p[:-1]
+    line, col = marks.get(p, (1, 1))
+    return f"{source}:{line}:{col}"
+
+
+def _strip_key_marker(path: Path_) -> Path_:
+    if path and isinstance(path[-1], tuple):
+        return path[:-1] + (path[-1][1],)
+    return path
+
+
+def report_problems(source: str, marks: dict[Path_, tuple[int, int]], problems: list[Problem]) -> ScheduleError:
+    """One ScheduleError whose message lists every problem with file:line:col and YAML path."""
+    lines = [f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''}."]
+    for pr in problems:
+        lines.append(f"{_where(source, marks, pr.path)}: {format_path(_strip_key_marker(pr.path))}: {pr.message}")
+    return ScheduleError("\n".join(lines))
+
+
+def _import_plugins(data: Any, source: str, marks: dict[Path_, tuple[int, int]]) -> None:
+    load_entry_point_plugins()
+    plugins = data.get("plugins") if isinstance(data, dict) else None
+    if not isinstance(plugins, list):
+        return
+    for i, name in enumerate(plugins):
+        if not isinstance(name, str):
+            continue
+        try:
+            load_plugins([name])
+        except PluginError as exc:
+            where = _where(source, marks, ("plugins", i))
+            raise PluginError(f"{where}: plugins[{i}]: {exc}") from None
+
+
+def load_schedule(path: str | Path) -> Schedule:
+    """Read ``path``, import its plugins, validate it and return a :class:`Schedule`.
+
+    Raises:
+        ScheduleError: with every problem of the file, each with line, column and YAML path.
+        PluginError: a plugin named by the schedule or an entry point failed to import.
+    """
+    p = Path(path)
+    source = str(path)
+    if not p.is_file():
+        raise ScheduleError(f"{source}: no such schedule file. Check the path (relative to the current folder).")
+    data, marks = parse_yaml(p.read_text(encoding="utf-8"), source)
+    _import_plugins(data, source, marks)
+    problems = validate(data)
+    if problems:
+        raise report_problems(source, marks, problems)
+    return Schedule(copy.deepcopy(data), p.resolve(), marks)

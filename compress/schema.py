@@ -1,0 +1,189 @@
+"""The schedule's JSON schema: a static skeleton composed with every registered component's args schema.
+
+The skeleton checks structure (phase 1); each component block (``{name, args}``) is then
+checked against the args schema its registry entry declares (phase 2), so plugins get their
+parameters validated without editing this file. :func:`composed_schema` merges both into one
+schema for editors (``python -m compress --schema``).
+
+Example:
+    >>> s = composed_schema()
+    >>> s["properties"]["version"]["const"]
+    1
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from compress.registry import REGISTRIES, Registry
+
+__all__ = ["SCHEDULE_VERSION", "skeleton_schema", "composed_schema", "COMPONENT_BLOCKS"]
+
+SCHEDULE_VERSION = 1
+
+_ARGS = {"type": "object", "description": "Arguments of the named component (checked against its own schema)."}
+
+
+def _component(description: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    props: dict[str, Any] = {"name": {"type": "string", "description": "Registered name."}, "args": _ARGS}
+    props.update(extra or {})
+    return {
+        "type": "object",
+        "description": description,
+        "properties": props,
+        "required": ["name"],
+        "additionalProperties": False,
+    }
+
+
+_EDIT_RULE = {
+    "type": "object",
+    "description": "A statistics edit: {match, tensor, set: {...}} or {match, tensor, clip: [lo, hi]}.",
+    "properties": {
+        "match": {"type": "string", "description": "Regex, full match on the module name."},
+        "tensor": {"enum": ["inputs", "output", "all"]},
+        "set": {
+            "type": "object",
+            "properties": {k: {"type": "number"} for k in ("min", "max", "avg_min", "avg_max")},
+            "additionalProperties": False,
+            "minProperties": 1,
+        },
+        "clip": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+    },
+    "required": ["match"],
+    "additionalProperties": False,
+}
+
+_OVERRIDE = {
+    "type": "object",
+    "description": "A per-layer rule: {match: <regex>, ...settings}; the first matching rule wins.",
+    "properties": {"match": {"type": "string"}},
+    "required": ["match"],
+}
+
+_QUANTIZER_EXTRA = {"overrides": {"type": "array", "items": _OVERRIDE}}
+
+_STATS = {
+    "type": "object",
+    "description": "Where calibration statistics come from, where they are saved and how they are edited.",
+    "properties": {
+        "source": {"type": "string", "description": "Registered stats source: collect, generate, file."},
+        "args": _ARGS,
+        "save": {"type": "string", "description": "File name (in the report folder) of the stats written."},
+        "edits": {"type": "array", "items": _EDIT_RULE},
+    },
+    "required": ["source"],
+    "additionalProperties": False,
+}
+
+_EXPERIMENT = {
+    "type": "object",
+    "description": "A named variant; it changes the quantizer, its args or overrides, or the stats.",
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
+        "description": {"type": "string"},
+        "quantizer": {
+            "description": "Replace the base quantizer; null means the float model itself.",
+            "anyOf": [{"type": "null"}, _component("A quantizer block.", _QUANTIZER_EXTRA)],
+        },
+        "args": {"type": "object", "description": "Merged over the base quantizer's args."},
+        "overrides": {"type": "array", "items": _OVERRIDE, "description": "Replace the base overrides."},
+        "stats": _STATS,
+        "stats_edits": {"type": "array", "items": _EDIT_RULE, "description": "Appended to stats.edits."},
+        "export": {"type": "boolean"},
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
+
+_CONVERT_ITEM = {
+    "anyOf": [
+        {"type": "string"},
+        _component(
+            "A conversion policy.",
+            {"tolerance": {"type": "number", "exclusiveMinimum": 0, "description": "Max abs output error allowed."}},
+        ),
+    ]
+}
+
+
+def skeleton_schema() -> dict[str, Any]:
+    """The static structure of a version-1 schedule (component args left open)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "compress schedule",
+        "type": "object",
+        "properties": {
+            "version": {"const": SCHEDULE_VERSION, "description": "Schedule format version."},
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
+            "description": {"type": "string"},
+            "plugins": {"type": "array", "items": {"type": "string"}},
+            "seed": {"type": "integer", "minimum": 0},
+            "device": {"type": "string", "pattern": "^(auto|cpu|cuda(:[0-9]+)?)$"},
+            "model": _component(
+                "The model factory, its args and checkpoint.", {"checkpoint": {"type": ["string", "null"]}}
+            ),
+            "data": _component("The dataset with its calibration and evaluation splits."),
+            "convert": {"type": "array", "items": _CONVERT_ITEM},
+            "stats": _STATS,
+            "quantizer": _component("The base quantizer of every experiment.", _QUANTIZER_EXTRA),
+            "evaluate": _component("The evaluator."),
+            "experiments": {"type": "array", "items": _EXPERIMENT, "minItems": 1},
+            "report": {
+                "type": "object",
+                "properties": {
+                    "formats": {"type": "array", "items": {"enum": ["md", "json", "csv"]}, "uniqueItems": True},
+                    "out": {"type": "string"},
+                    "layers_for": {"type": "string", "description": "Experiment whose per-layer table is shown."},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "required": ["version", "model", "data", "evaluate", "experiments"],
+        "additionalProperties": False,
+    }
+
+
+# (path in the schedule, registry, key holding the registered name)
+COMPONENT_BLOCKS: list[tuple[str, str, str]] = [
+    ("model", "models", "name"),
+    ("data", "datasets", "name"),
+    ("convert[]", "converters", "name"),
+    ("stats", "stats_sources", "source"),
+    ("quantizer", "quantizers", "name"),
+    ("evaluate", "evaluators", "name"),
+    ("experiments[].quantizer", "quantizers", "name"),
+    ("experiments[].stats", "stats_sources", "source"),
+]
+
+
+def _named_variants(registry: Registry, key: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "if": {"properties": {key: {"const": e.name}}, "required": [key]},
+            "then": {"properties": {"args": e.schema}},
+        }
+        for e in registry
+    ]
+
+
+def _with_variants(block: dict[str, Any], registry: Registry, key: str) -> None:
+    block["properties"][key] = {"enum": registry.names(), "description": block["properties"][key].get("description")}
+    block["allOf"] = _named_variants(registry, key)
+
+
+def composed_schema() -> dict[str, Any]:
+    """The full schema: the skeleton plus, per registered name, that component's args schema."""
+    s = copy.deepcopy(skeleton_schema())
+    p = s["properties"]
+    _with_variants(p["model"], REGISTRIES["models"], "name")
+    _with_variants(p["data"], REGISTRIES["datasets"], "name")
+    _with_variants(p["convert"]["items"]["anyOf"][1], REGISTRIES["converters"], "name")
+    _with_variants(p["stats"], REGISTRIES["stats_sources"], "source")
+    _with_variants(p["quantizer"], REGISTRIES["quantizers"], "name")
+    _with_variants(p["evaluate"], REGISTRIES["evaluators"], "name")
+    exp = p["experiments"]["items"]["properties"]
+    exp["stats"] = p["stats"]
+    exp["quantizer"]["anyOf"][1] = p["quantizer"]
+    return s
