@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["EltwiseAdd", "EltwiseMult", "Concat"]
+__all__ = ["EltwiseAdd", "EltwiseMult", "Concat", "OneMinus"]
 
 
 class EltwiseAdd(nn.Module):
@@ -46,3 +46,15 @@ class Concat(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+class OneMinus(nn.Module):
+    """``1 - x``, the complement of a gate (the GRU's ``1 - z``), as a module so it can be observed.
+
+    Example:
+        >>> OneMinus()(torch.tensor([0.25, 1.0]))
+        tensor([0.7500, 0.0000])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 1 - x
