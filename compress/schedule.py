@@ -81,9 +81,13 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[Path_, tuple[int, int]
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         what = exc.problem or str(exc)
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            what += f" ({exc.context} that starts at line {exc.context_mark.line + 1})"
+        todo = "Fix the syntax at that line."
         if "could not determine a constructor" in str(exc):
             what += " (only plain YAML is accepted: tags such as !!python/object are refused for safety)"
-        raise ScheduleError(f"{where}: the file is not valid YAML: {what}. Fix the syntax at that line.") from None
+            todo = "Remove the tag and write the value as plain YAML."
+        raise ScheduleError(f"{where}: the file is not valid YAML: {what}. {todo}") from None
     except yaml.YAMLError as exc:
         raise ScheduleError(f"{source}: the file is not valid YAML: {exc}.") from None
     marks: dict[Path_, tuple[int, int]] = {}
