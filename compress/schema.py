@@ -158,31 +158,44 @@ COMPONENT_BLOCKS: list[tuple[str, str, str]] = [
 ]
 
 
-def _named_variants(registry: Registry, key: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "if": {"properties": {key: {"const": e.name}}, "required": [key]},
-            "then": {"properties": {"args": e.schema}},
-        }
-        for e in registry
+def _entries(registry: Registry, builtin_only: bool) -> list[Any]:
+    return [e for e in registry if not builtin_only or _is_builtin(e.obj)]
+
+
+def _is_builtin(obj: Any) -> bool:
+    return str(getattr(obj, "__module__", "")).startswith("compress.")
+
+
+def _with_variants(block: dict[str, Any], registry: Registry, key: str, builtin_only: bool) -> None:
+    entries = _entries(registry, builtin_only)
+    block["properties"][key] = {
+        "enum": [e.name for e in entries],
+        "description": block["properties"][key].get("description"),
+    }
+    variants = [
+        {"if": {"properties": {key: {"const": e.name}}, "required": [key]}, "then": {"properties": {"args": e.schema}}}
+        for e in entries
     ]
+    if variants:  # an empty allOf is not a valid schema
+        block["allOf"] = variants
 
 
-def _with_variants(block: dict[str, Any], registry: Registry, key: str) -> None:
-    block["properties"][key] = {"enum": registry.names(), "description": block["properties"][key].get("description")}
-    block["allOf"] = _named_variants(registry, key)
+def composed_schema(builtin_only: bool = False) -> dict[str, Any]:
+    """The full schema: the skeleton plus, per registered name, that component's args schema.
 
-
-def composed_schema() -> dict[str, Any]:
-    """The full schema: the skeleton plus, per registered name, that component's args schema."""
+    ``builtin_only`` leaves out plugin components (the committed ``schemas/schedule.schema.json``).
+    """
     s = copy.deepcopy(skeleton_schema())
     p = s["properties"]
-    _with_variants(p["model"], REGISTRIES["models"], "name")
-    _with_variants(p["data"], REGISTRIES["datasets"], "name")
-    _with_variants(p["convert"]["items"]["anyOf"][1], REGISTRIES["converters"], "name")
-    _with_variants(p["stats"], REGISTRIES["stats_sources"], "source")
-    _with_variants(p["quantizer"], REGISTRIES["quantizers"], "name")
-    _with_variants(p["evaluate"], REGISTRIES["evaluators"], "name")
+    for block, kind, key in [
+        (p["model"], "models", "name"),
+        (p["data"], "datasets", "name"),
+        (p["convert"]["items"]["anyOf"][1], "converters", "name"),
+        (p["stats"], "stats_sources", "source"),
+        (p["quantizer"], "quantizers", "name"),
+        (p["evaluate"], "evaluators", "name"),
+    ]:
+        _with_variants(block, REGISTRIES[kind], key, builtin_only)
     exp = p["experiments"]["items"]["properties"]
     exp["stats"] = p["stats"]
     exp["quantizer"]["anyOf"][1] = p["quantizer"]
