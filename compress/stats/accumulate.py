@@ -86,7 +86,8 @@ class TensorAccumulator:
         self.calls += 1
 
     def _fold_extremes(self, x: torch.Tensor) -> None:
-        mins, maxs = torch.aminmax(x, dim=1)
+        # Not torch.aminmax: on small tensors its multi-threaded CPU kernel was measured ~1000x slower.
+        mins, maxs = x.amin(dim=1), x.amax(dim=1)
         t = self._t
         t["min"] = torch.minimum(t["min"], mins.min())
         t["max"] = torch.maximum(t["max"], maxs.max())

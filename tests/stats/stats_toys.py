@@ -77,6 +77,9 @@ class ScoringModel(nn.Module):
         super().__init__()
         self.rnn = TinyRNN(size)
         self.head = nn.Linear(size, size)
+        g = torch.Generator().manual_seed(1)
+        for p in self.head.parameters():
+            nn.init.uniform_(p, -0.8, 0.8, generator=g)
         self.size = size
         self.states_seen: list[Any] = []
 
