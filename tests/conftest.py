@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import compress.components  # noqa: F401  (registers the built-ins)
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 SCHEDULES = ROOT / "schedules"
+PLUGIN = ROOT / "examples" / "plugin_example"
 
 
 @pytest.fixture
@@ -19,3 +23,17 @@ def plugin_path(monkeypatch: pytest.MonkeyPatch) -> Path:
     path = FIXTURES / "plugins"
     monkeypatch.syspath_prepend(str(path))
     return path
+
+
+def _installed() -> bool:
+    return any(
+        ep.value == "compress_plugin_example" for ep in importlib.metadata.entry_points(group="compress.plugins")
+    )
+
+
+@pytest.fixture(scope="session")
+def installed_plugin() -> None:
+    """Install the example (editable, no dependencies: it needs only compress) unless it already is."""
+    if not _installed():
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(PLUGIN)]
+        subprocess.run(cmd, check=True, capture_output=True)

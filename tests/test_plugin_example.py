@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-PLUGIN = ROOT / "examples" / "plugin_example"
-
-
-def _installed() -> bool:
-    return any(
-        ep.value == "compress_plugin_example" for ep in importlib.metadata.entry_points(group="compress.plugins")
-    )
-
-
-@pytest.fixture(scope="module")
-def installed_plugin() -> None:
-    """Install the example (editable, no dependencies: it needs only compress) unless it already is."""
-    if not _installed():
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(PLUGIN)]
-        subprocess.run(cmd, check=True, capture_output=True)
+from tests.conftest import PLUGIN
 
 
 def test_plugin_components_are_listed(installed_plugin: None) -> None:
