@@ -97,6 +97,15 @@ def _component(block: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return block["name"], dict(block.get("args") or {})
 
 
+def resolve_path_args(schedule: Schedule, args: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """Args whose schema says ``"format": "path"`` are made absolute against the schedule's folder."""
+    out = dict(args)
+    for key, sub in schema.get("properties", {}).items():
+        if isinstance(sub, dict) and sub.get("format") == "path" and isinstance(out.get(key), str):
+            out[key] = str(schedule.resolve_path(out[key]))
+    return out
+
+
 def _convert_items(schedule: Schedule) -> list[tuple[str, dict[str, Any], float]]:
     items = []
     for item in schedule.data.get("convert") or []:
@@ -122,7 +131,8 @@ def build_model(schedule: Schedule, device: torch.device) -> torch.nn.Module:
         with _at(schedule, ("model", "checkpoint")):
             raise ModelError(f"the checkpoint file {path} does not exist. Fix the path (relative to the schedule).")
     with _at(schedule, ("model",)):
-        model = MODELS.get(name).obj(checkpoint=path, **args)
+        entry = MODELS.get(name)
+        model = entry.obj(checkpoint=path, **resolve_path_args(schedule, args, entry.schema))
     return model.to(device).eval()
 
 
@@ -130,7 +140,8 @@ def build_data(schedule: Schedule) -> Any:
     """The DataSource named by the schedule's ``data`` block."""
     name, args = _component(schedule.data["data"])
     with _at(schedule, ("data",)):
-        return DATASETS.get(name).obj(**args)
+        entry = DATASETS.get(name)
+        return entry.obj(**resolve_path_args(schedule, args, entry.schema))
 
 
 def _first_batch(data: Any, split: str) -> Any:
@@ -187,7 +198,8 @@ def collect_stats(
         base_dir=schedule.base_dir,
     )
     with _at(schedule, path):
-        return STATS_SOURCES.get(spec["source"]).obj(ctx, **dict(spec.get("args") or {}))
+        entry = STATS_SOURCES.get(spec["source"])
+        return entry.obj(ctx, **resolve_path_args(schedule, dict(spec.get("args") or {}), entry.schema))
 
 
 def edit_stats(
