@@ -1,5 +1,25 @@
-"""Range-linear post-training quantization: pure math, clip modes, wrappers, plan, quantizers."""
+"""Range-linear post-training quantization: pure math, clip modes, wrappers, plan, quantizers.
+
+Importing this package registers the quantizers ``post_train_linear`` and ``cast``.
+"""
 
 from compress.quant import primitives
+from compress.quant.cast import CastQuantizer
+from compress.quant.clipping import ClipMode, aciq_alpha, clip_range
+from compress.quant.plan import LayerPlan, resolve_plan
+from compress.quant.primitives import QuantMode
+from compress.quant.quantizer import PostTrainLinearQuantizer
+from compress.quant.wrappers import is_wrapper
 
-__all__ = ["primitives"]
+__all__ = [
+    "primitives",
+    "CastQuantizer",
+    "ClipMode",
+    "LayerPlan",
+    "PostTrainLinearQuantizer",
+    "QuantMode",
+    "aciq_alpha",
+    "clip_range",
+    "is_wrapper",
+    "resolve_plan",
+]

@@ -1,0 +1,185 @@
+"""Shared machinery of the quantized wrappers: activation grids from stats, buffers, saturation counting.
+
+Every wrapper computes all its quantization parameters when it is built (from calibrated stats),
+stores them as float64 buffers (so ``.to(device)`` moves them and results are identical on every
+device), and carries integer-valued values in float64 between quantize and dequantize.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import QuantizationError
+from compress.quant.clipping import clip_range
+from compress.quant.primitives import (
+    approx_scale,
+    dequantize,
+    mode_qrange,
+    quantize,
+    quantize_unclamped,
+    scale_zero_point,
+)
+
+__all__ = ["Grid", "activation_grid", "input_records", "output_record", "QuantWrapper", "summarize"]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An integer grid: float64 scale/zero point (0-d or per channel), code range, and the float range it came from."""
+
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    qmin: int
+    qmax: int
+    clip: tuple[float, float] | None = None
+
+
+def activation_grid(
+    record: Mapping[str, Any], settings: Mapping[str, Any], name: str, legacy: bool, half_range: bool = False
+) -> Grid:
+    """The activation grid of one tensor from its stats record and the layer's settings.
+
+    Example:
+        >>> from compress.quant.settings import default_settings
+        >>> g = activation_grid({"min": -2.0, "max": 10.0}, default_settings(mode="asymmetric_unsigned"), "x", False)
+        >>> float(g.scale), float(g.zero_point), g.qmin, g.qmax, g.clip
+        (21.25, -42.0, 0, 255, (-2.0, 10.0))
+    """
+    bits, mode = settings["bits_activations"], settings["mode_activations"]
+    lo, hi = clip_range(
+        record,
+        settings["clip_acts"],
+        bits=bits,
+        mode=mode,
+        n_stds=settings["clip_n_stds"],
+        percentile=settings["clip_percentile"],
+        half_range=half_range,
+        legacy_symmetric=legacy,
+        name=name,
+    )
+    scale, zp = scale_zero_point(lo, hi, bits, mode, legacy)
+    return Grid(approx_scale(scale, settings["scale_approx_mult_bits"]), zp, *mode_qrange(bits, mode), (lo, hi))
+
+
+def _record(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise QuantizationError(f"{what} are missing or malformed in the statistics (expected a mapping).")
+    return value
+
+
+def input_records(entry: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
+    """The ``inputs`` records of a stats entry ordered by index (int or digit-string keys).
+
+    Example:
+        >>> [r["max"] for r in input_records({"inputs": {"1": {"max": 2.0}, 0: {"max": 1.0}}}, "add")]
+        [1.0, 2.0]
+    """
+    inputs = _record(entry.get("inputs"), f"{name}: input stats")
+    try:
+        ordered = sorted(inputs.items(), key=lambda kv: int(kv[0]))
+    except (TypeError, ValueError):
+        raise QuantizationError(f"{name}: input stats must be keyed by input index, got {list(inputs)}.") from None
+    if [int(k) for k, _ in ordered] != list(range(len(ordered))):
+        raise QuantizationError(f"{name}: input stats indices must be 0..n-1, got {[k for k, _ in ordered]}.")
+    return [_record(v, f"{name}: input {k} stats") for k, v in ordered]
+
+
+def output_record(entry: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The ``output`` record of a stats entry.
+
+    Example:
+        >>> output_record({"output": {"min": 0.0}}, "fc")
+        {'min': 0.0}
+    """
+    return _record(entry.get("output"), f"{name}: output stats")
+
+
+def summarize(t: torch.Tensor | None) -> tuple[float | None, float | None, float | None]:
+    """(min, median, max) of a scale/zero-point tensor as floats (all equal for a 0-d tensor).
+
+    Example:
+        >>> summarize(torch.tensor([1.0, 5.0, 2.0]))
+        (1.0, 2.0, 5.0)
+    """
+    if t is None:
+        return None, None, None
+    flat = t.detach().to(torch.float64).flatten().cpu()
+    return float(flat.min()), float(flat.median()), float(flat.max())
+
+
+class QuantWrapper(nn.Module):
+    """Base of the integer-simulating wrappers: grids as buffers, saturation counting, a description.
+
+    Subclasses keep the replaced module as ``.wrapped`` (never modified) and implement ``forward``.
+    """
+
+    _compress_wrapper = True
+
+    def __init__(self, wrapped: nn.Module, kind: str, note: str = "") -> None:
+        super().__init__()
+        self.wrapped = wrapped
+        self.kind = kind
+        self.note = note
+        self.track_saturation = False
+        self.saturated = 0
+        self.observed = 0
+        self._qrange: dict[str, tuple[int, int]] = {}
+        self._clip: dict[str, tuple[float, float] | None] = {}
+
+    def _set_grid(self, prefix: str, grid: Grid) -> None:
+        self.register_buffer(f"{prefix}_scale", grid.scale.to(torch.float64))
+        self.register_buffer(f"{prefix}_zero_point", grid.zero_point.to(torch.float64))
+        self._qrange[prefix] = (grid.qmin, grid.qmax)
+        self._clip[prefix] = grid.clip
+
+    def _scale(self, prefix: str) -> torch.Tensor:
+        return getattr(self, f"{prefix}_scale")
+
+    def _zp(self, prefix: str) -> torch.Tensor:
+        return getattr(self, f"{prefix}_zero_point")
+
+    def _quantize_input(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        """Codes of ``x`` on grid ``prefix`` plus its zero point: the integer value fed to the arithmetic."""
+        return quantize(x, self._scale(prefix), self._zp(prefix), *self._qrange[prefix]) + self._zp(prefix)
+
+    def _emit(
+        self, value: torch.Tensor, requant: torch.Tensor, dtype: torch.dtype, axis: int | None = None
+    ) -> torch.Tensor:
+        """Requantize ``value * requant`` onto the output grid (counting clamped values) and dequantize."""
+        codes = quantize_unclamped(value, requant, self.output_zero_point, axis)
+        qmin, qmax = self._qrange["output"]
+        if self.track_saturation:
+            self.saturated += int(((codes < qmin) | (codes > qmax)).sum())
+            self.observed += codes.numel()
+        return dequantize(torch.clamp(codes, qmin, qmax), self.output_scale, self.output_zero_point, dtype=dtype)
+
+    def saturation_pct(self) -> float | None:
+        """Share (percent) of output values clamped while ``track_saturation`` was on; None if none seen."""
+        return 100.0 * self.saturated / self.observed if self.observed else None
+
+    def reset_tracking(self, on: bool) -> None:
+        """Zero the saturation counters and switch counting on or off."""
+        self.track_saturation, self.saturated, self.observed = on, 0, 0
+
+    def describe(self) -> dict[str, Any]:
+        """Scales, zero points and clip ranges for the per-layer report (weights added by subclasses)."""
+        inputs = sorted(p for p in self._qrange if p.startswith("input"))
+        out = "output" in self._qrange
+        return {
+            "input_scale": [float(self._scale(p).median()) for p in inputs] or None,
+            "input_zero_point": [float(self._zp(p).median()) for p in inputs] or None,
+            "output_scale": float(self.output_scale) if out else None,
+            "output_zero_point": float(self.output_zero_point) if out else None,
+            "clip_range": list(self._clip["output"]) if out and self._clip["output"] else None,
+        }
+
+    def extra_repr(self) -> str:
+        parts = [f"kind={self.kind}"]
+        if "output" in self._qrange:
+            parts.append(f"out_scale={float(self.output_scale):.6f}, out_zp={float(self.output_zero_point):g}")
+        return ", ".join(parts)

@@ -1,0 +1,142 @@
+"""Integer element-wise add / multiply and concatenation (every input on its own calibrated grid).
+
+Inputs arrive as float tensors (dequantized by the previous wrapper); each is quantized with the
+grid of that input's stats (``inputs[i]``). When that grid equals the producer's output grid (same
+tensor, same stats), re-quantizing a dequantized value returns the same code, so nothing is lost.
+
+* add / concat: each input is rescaled to the output grid, ``r_i = clamp(round((q_i + zp_i) *
+  s_out / s_i))`` in the accumulator range, then summed (clamped again) or concatenated;
+  ``y_q = clamp(sum - zp_out)``.
+* mult: ``acc = prod(q_i + zp_i)`` (clamped after each product), ``s_acc = prod(s_i)``,
+  ``y_q = clamp(round(acc * s_out / s_acc - zp_out))``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from compress.errors import QuantizationError
+from compress.quant._base import Grid, QuantWrapper
+from compress.quant.primitives import accum_range, approx_scale
+
+__all__ = ["EltwiseAddQuantWrapper", "EltwiseMultQuantWrapper", "ConcatQuantWrapper"]
+
+
+class _OpWrapper(QuantWrapper):
+    """Common part: one grid per input, an output grid, the accumulator range."""
+
+    KIND = ""
+
+    def __init__(
+        self,
+        wrapped: torch.nn.Module,
+        input_grids: list[Grid],
+        output_grid: Grid,
+        bits_accum: int,
+        mult_bits: int | None = None,
+        half_range: bool = False,
+        note: str = "",
+    ) -> None:
+        super().__init__(wrapped, self.KIND, note)
+        self.mult_bits = mult_bits
+        for i, grid in enumerate(input_grids):
+            self._set_grid(f"input{i}", grid)
+        self._set_grid("output", output_grid)
+        self.num_inputs = len(input_grids)
+        self.accum = accum_range(bits_accum)
+        self.half_range = half_range
+
+    def _integer_inputs(self, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        if len(inputs) != self.num_inputs:
+            raise QuantizationError(
+                f"{type(self.wrapped).__name__} got {len(inputs)} inputs but its statistics describe "
+                f"{self.num_inputs}; recollect the stats for this model."
+            )
+        return [self._quantize_input(x, f"input{i}") for i, x in enumerate(inputs)]
+
+    def _rescaled(self, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        out = []
+        for i, x_int in enumerate(self._integer_inputs(inputs)):
+            factor = approx_scale(self.output_scale / self._scale(f"input{i}"), self.mult_bits)
+            out.append(torch.clamp(torch.round(x_int * factor), *self.accum))
+        return out
+
+    def _finish(self, acc: torch.Tensor, requant: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if self.half_range:
+            acc = torch.relu(acc)
+        return self._emit(acc, requant, dtype)
+
+
+def _float_dtype(inputs: tuple[torch.Tensor, ...]) -> torch.dtype:
+    return next((x.dtype for x in inputs if x.is_floating_point()), torch.float32)
+
+
+class EltwiseAddQuantWrapper(_OpWrapper):
+    """Integer sum of the inputs on the output grid.
+
+    Example:
+        >>> from compress.modules.ops import EltwiseAdd
+        >>> g = Grid(torch.tensor(4.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), -128, 127)
+        >>> EltwiseAddQuantWrapper(EltwiseAdd(), [g, g], g, 32)(torch.tensor([0.5]), torch.tensor([0.26]))
+        tensor([0.7500])
+    """
+
+    KIND = "eltwise_add"
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        parts = self._rescaled(inputs)
+        acc = parts[0]
+        for r in parts[1:]:
+            acc = torch.clamp(acc + r, *self.accum)
+        return self._finish(acc, torch.ones_like(self.output_scale), _float_dtype(inputs))
+
+
+class ConcatQuantWrapper(_OpWrapper):
+    """Concatenation of the inputs rescaled to the output grid.
+
+    Example:
+        >>> from compress.modules.ops import Concat
+        >>> g = Grid(torch.tensor(4.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), -128, 127)
+        >>> ConcatQuantWrapper(Concat(0), [g, g], g, 32)(torch.tensor([0.5]), torch.tensor([0.3]))
+        tensor([0.5000, 0.2500])
+    """
+
+    KIND = "concat"
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        acc = torch.cat(self._rescaled(inputs), dim=self.wrapped.dim)
+        return self._finish(acc, torch.ones_like(self.output_scale), _float_dtype(inputs))
+
+
+class EltwiseMultQuantWrapper(_OpWrapper):
+    """Integer product of the inputs, requantized by ``s_out / prod(s_i)``.
+
+    Example:
+        >>> from compress.modules.ops import EltwiseMult
+        >>> g = Grid(torch.tensor(4.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), -128, 127)
+        >>> EltwiseMultQuantWrapper(EltwiseMult(), [g, g], g, 32)(torch.tensor([0.5]), torch.tensor([1.5]))
+        tensor([0.7500])
+    """
+
+    KIND = "eltwise_mult"
+
+    def __init__(
+        self,
+        wrapped: torch.nn.Module,
+        input_grids: list[Grid],
+        output_grid: Grid,
+        bits_accum: int,
+        mult_bits: int | None = None,
+        half_range: bool = False,
+        note: str = "",
+    ) -> None:
+        super().__init__(wrapped, input_grids, output_grid, bits_accum, mult_bits, half_range, note)
+        accum_scale = approx_scale(torch.prod(torch.stack([g.scale for g in input_grids])), mult_bits)
+        self.register_buffer("requant_scale", approx_scale(output_grid.scale / accum_scale, mult_bits))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        ints = self._integer_inputs(inputs)
+        acc = ints[0]
+        for x_int in ints[1:]:
+            acc = torch.clamp(acc * x_int, *self.accum)
+        return self._finish(acc, self.requant_scale, _float_dtype(inputs))
