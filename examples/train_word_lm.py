@@ -112,9 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     train = batchify(valid.ids["train"], args.batch_size)
     model = WordLM(len(valid.vocab), args.emsize, args.nhid, args.nlayers, args.dropout, args.tied)
     untrained = {"valid": evaluate(model, valid), "test": evaluate(model, test)}
-    print(
-        f"vocab {len(valid.vocab)}, train tokens {valid.ids['train'].numel()}, untrained valid ppl {untrained['valid']:.1f}"
-    )
+    n_train = valid.ids["train"].numel()
+    print(f"vocab {len(valid.vocab)}, train tokens {n_train}, untrained valid ppl {untrained['valid']:.1f}")
     lr, best, best_state, history, total_steps = args.lr, math.inf, None, [], 0
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
@@ -122,9 +121,9 @@ def main(argv: list[str] | None = None) -> dict:
         total_steps += steps
         val_ppl = evaluate(model, valid)
         history.append({"epoch": epoch, "lr": lr, "train_ppl": train_ppl, "valid_ppl": val_ppl})
+        seconds = time.perf_counter() - t0
         print(
-            f"epoch {epoch}: lr {lr:g} train ppl {train_ppl:.1f} valid ppl {val_ppl:.2f} ({time.perf_counter() - t0:.0f} s)",
-            flush=True,
+            f"epoch {epoch}: lr {lr:g} train ppl {train_ppl:.1f} valid ppl {val_ppl:.2f} ({seconds:.0f} s)", flush=True
         )
         if val_ppl < best:
             best, best_state = val_ppl, {k: v.clone() for k, v in model.state_dict().items()}
@@ -158,7 +157,7 @@ def make_card(args, valid, model, untrained, result, history, steps, wall) -> di
         "history": history,
         "threads": args.threads,
         "wall_seconds": round(wall, 1),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # TorchVersion is not weights_only-loadable
         "command": "python examples/train_word_lm.py " + shlex.join(sys.argv[1:]),
     }
 
@@ -178,7 +177,7 @@ def render_markdown(card: dict) -> str:
     rows = "\n".join(
         f"| {h['epoch']} | {h['lr']:g} | {h['train_ppl']:.1f} | {h['valid_ppl']:.2f} |" for h in card["history"]
     )
-    a = card["model"]["args"]
+    a, r = card["model"]["args"], card["recipe"]
     return f"""# word_lm.pt: word-level LSTM language model
 
 A {a["nlayers"]}-layer LSTM language model (embedding {a["ninp"]}, hidden {a["nhid"]}, tied weights:
@@ -191,8 +190,8 @@ It exists so that quantization studies have a real, offline word LM to work on.
 | data | `gensim_wiki` with `{json.dumps(card["data"]["args"])}`, {card["train_tokens"]:,} train tokens |
 | vocabulary | {card["vocab_size"]} tokens (`<unk>` first), sha256 `{card["vocab_sha256"]}` |
 | file | {card["file_bytes"]:,} bytes (fp32) |
-| steps | {card["steps"]} SGD steps ({card["recipe"]["epochs"]} epochs of batch {card["recipe"]["batch_size"]} x bptt {card["recipe"]["bptt"]}) |
-| recipe | SGD lr {card["recipe"]["lr"]:g}, /4 when validation stalls, clip {card["recipe"]["clip"]}, dropout {card["recipe"]["dropout"]}, seed {card["recipe"]["seed"]} |
+| steps | {card["steps"]} SGD steps ({r["epochs"]} epochs of batch {r["batch_size"]} x bptt {r["bptt"]}) |
+| recipe | SGD lr {r["lr"]:g}, /4 when validation stalls, clip {r["clip"]}, dropout {r["dropout"]}, seed {r["seed"]} |
 | wall time | {card["wall_seconds"]:.0f} s on {card["threads"]} thread(s), torch {card["torch"]} |
 
 ## Perplexity (fp32)
