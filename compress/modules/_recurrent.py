@@ -178,7 +178,7 @@ class ModularRNNBase(nn.Module):
             text += ", bidirectional=True"
         return text
 
-    def _run(self, input: torch.Tensor | PackedSequence, hx: State | None) -> tuple[TensorOrPacked, State]:
+    def _run(self, input: TensorOrPacked, hx: State | None) -> tuple[TensorOrPacked, State]:
         """Shared forward: returns the output (same kind as ``input``) and the final states."""
         if isinstance(input, PackedSequence):
             data, batch_sizes, sorted_idx, unsorted_idx = input
@@ -193,6 +193,8 @@ class ModularRNNBase(nn.Module):
         unbatched = input.dim() == 2
         x = input.unsqueeze(1) if unbatched else input.transpose(0, 1) if self.batch_first else input
         steps, batch = x.shape[:2]
+        if steps == 0:
+            raise ValueError(f"{type(self).__name__}: expected a sequence length larger than 0.")
         states = self._initial_states(hx, x, batch, unbatched=unbatched, order=None)
         out, finals = self._layers(x.reshape(steps * batch, x.size(2)), [batch] * steps, states)
         out = out.view(steps, batch, out.size(1))
@@ -208,7 +210,7 @@ class ModularRNNBase(nn.Module):
             zeros = like.new_zeros(shape)
             return (zeros,) * self._CELL.N_STATES
         if unbatched:
-            hx = tuple(h.unsqueeze(1) if h.dim() == 2 else h for h in hx)
+            hx = tuple(h.unsqueeze(1) for h in hx)
         for h in hx:
             if tuple(h.shape) != shape:
                 raise ValueError(

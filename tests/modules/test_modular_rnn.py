@@ -114,6 +114,16 @@ def test_wrong_initial_state_shape_is_rejected() -> None:
         ModularGRU(IN, HIDDEN, num_layers=2)(torch.zeros(STEPS, BATCH, IN), torch.zeros(1, BATCH, HIDDEN))
 
 
+def test_empty_sequence_is_rejected() -> None:
+    with pytest.raises(ValueError, match="sequence length larger than 0"):
+        ModularLSTM(IN, HIDDEN)(torch.zeros(0, BATCH, IN))
+
+
+def test_unbatched_input_needs_unbatched_state() -> None:
+    with pytest.raises(ValueError, match=r"initial state of shape \[1, 1, 5\]"):
+        ModularGRU(IN, HIDDEN)(torch.zeros(STEPS, IN), torch.zeros(1, 1, HIDDEN))
+
+
 def _capture_inputs(module: nn.Module, store: list[torch.Tensor]) -> None:
     module.register_forward_hook(lambda _m, args, _out: store.append(args[0].detach().clone()))
 
