@@ -40,13 +40,15 @@ calls the modular layer makes (`fc_gate_x` once per layer on all time steps, `fc
 so modular minus floor is the cost of the element-wise modules and the Python loop.
 
 - The modular layers stay close to their matmul floor; the rest is mostly `tanh`, which in this
-  build costs several times a `sigmoid` of the same size (see the op timings below).
+  build costs several times a `sigmoid` of the same size (op timings above).
 - `nn.LSTM` on CPU runs oneDNN's fused LSTM, whose GEMM is faster than the MKL `sgemm` that every
   `nn.Linear` (hence `fc_gate_h`) uses on this CPU; that, not Python overhead, is most of the LSTM gap.
   `nn.GRU` does not take that path, so the GRU ratio is near 1. Routing `fc_gate_h` around its module
   would be faster but hooks and quantizer wrappers would no longer see it, so it is not done.
 - `torch.jit.script` is not used: Python forward hooks (statistics) and wrapper modules swapped in by
   the quantizer need the eager modules.
+- On a shared 2-core machine repeated invocations differ by up to ~30% (other jobs compete for cache
+  and memory bandwidth even in CPU time); compare ratios from one invocation, not absolute ms.
 """
 
 
