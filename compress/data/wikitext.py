@@ -130,7 +130,7 @@ def vocab_sha256(vocab: Sequence[str]) -> str:
 
     Example:
         >>> vocab_sha256(["<unk>", "a"])[:12]
-        '1ab0bd0d1e2b'
+        '033b9e9d4f86'
     """
     return hashlib.sha256("\n".join(vocab).encode("utf-8")).hexdigest()
 

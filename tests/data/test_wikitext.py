@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 import random
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from compress.data import wiki_dump
+from compress.data import wikitext as wikitext_module
 from compress.data.wikitext import (
     EOS,
     UNK,
@@ -236,3 +238,9 @@ def test_registered_gensim_wiki_defaults_match_the_shipped_model() -> None:
     src = DATASETS.get("gensim_wiki").obj(max_tokens=500)
     assert src.vocab_sha256 == card["vocab_sha256"]
     assert src.describe().startswith("gensim_wiki (vocab 8000")
+
+
+@pytest.mark.parametrize("module", [wiki_dump, wikitext_module])
+def test_docstring_examples(module: object) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
