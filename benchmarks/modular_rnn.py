@@ -4,7 +4,8 @@ CPU, eval mode, ``torch.no_grad()``. Two workloads: a whole sequence (default se
 hidden 256, 3 layers) and one time step per call (how Performance RNN runs its GRU). For each it
 prints the median of several runs of the PyTorch module and of the modular copy, their ratio, and
 the "matmul floor": the time of only the ``nn.Linear`` calls the modular layer makes, which shows
-how much of the gap is GEMM and how much is element-wise ops and Python.
+how much of the gap is GEMM and how much is element-wise ops and Python, and PyTorch's time with
+its oneDNN kernels switched off.
 
 Times are process CPU time by default: on a shared machine, wall time also measures the
 neighbours. With one thread CPU time equals wall time on an idle machine.
@@ -17,12 +18,13 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -42,7 +44,8 @@ so modular minus floor is the cost of the element-wise modules and the Python lo
 - The modular layers stay close to their matmul floor; the rest is mostly `tanh`, which in this
   build costs several times a `sigmoid` of the same size (op timings above).
 - `nn.LSTM` on CPU runs oneDNN's fused LSTM, whose GEMM is faster than the MKL `sgemm` that every
-  `nn.Linear` (hence `fc_gate_h`) uses on this CPU; that, not Python overhead, is most of the LSTM gap.
+  `nn.Linear` (hence `fc_gate_h`) uses on this CPU; that, not Python overhead, is most of the LSTM gap:
+  with oneDNN switched off (column "oneDNN off") `nn.LSTM` is about as fast as the modular LSTM.
   `nn.GRU` does not take that path, so the GRU ratio is near 1. Routing `fc_gate_h` around its module
   would be faster but hooks and quantizer wrappers would no longer see it, so it is not done.
 - `torch.jit.script` is not used: Python forward hooks (statistics) and wrapper modules swapped in by
@@ -125,7 +128,26 @@ def measure(kind: str, x: torch.Tensor, args: argparse.Namespace, calls: int) ->
         err = (modular(x)[0] - ref(x)[0]).abs().max().item()
         row = {name: median_ms(repeat(fn), args.repeats, clock) for name, fn in
                (("pytorch", lambda: ref(x)), ("modular", lambda: modular(x)), ("floor", floor))}  # fmt: skip
+        with onednn_disabled():
+            row["pytorch_no_onednn"] = median_ms(repeat(lambda: ref(x)), args.repeats, clock)
     return {**row, "ratio": row["modular"] / row["pytorch"], "err": err}
+
+
+@contextlib.contextmanager
+def onednn_disabled() -> Iterator[None]:
+    """Turn off PyTorch's oneDNN (MKL-DNN) kernels, e.g. its fused CPU LSTM, inside the block.
+
+    Example:
+        >>> with onednn_disabled():
+        ...     torch.backends.mkldnn.enabled
+        False
+    """
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def machine() -> str:
@@ -147,13 +169,13 @@ def machine() -> str:
 
 def table(rows: list[tuple[str, dict[str, float]]]) -> str:
     lines = [
-        "| workload | PyTorch ms | modular ms | ratio | matmul floor ms | max abs err |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| workload | PyTorch ms | modular ms | ratio | matmul floor ms | PyTorch, oneDNN off ms | max abs err |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows:
         lines.append(
             f"| {name} | {r['pytorch']:.1f} | {r['modular']:.1f} | **{r['ratio']:.2f}** | {r['floor']:.1f} "
-            f"| {r['err']:.1e} |"
+            f"| {r['pytorch_no_onednn']:.1f} | {r['err']:.1e} |"
         )
     return "\n".join(lines)
 
