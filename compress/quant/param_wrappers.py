@@ -179,11 +179,16 @@ class LinearQuantWrapper(_WeightedWrapper):
         return torch.clamp(torch.round(bias.detach().to(torch.float64) * accum_scale), *self.accum)
 
     def _check_exact(self, input_grid: Grid) -> None:
+        # Every partial sum is bounded by fan_in * max|x_int| * max|w_int| (+ bias, below the accumulator
+        # range): within 2^53 float64 adds and multiplies these integers exactly, in any order.
         w = self.qweight.int_weight
-        fan_in = w[0].numel()
-        x_max = max(abs(input_grid.qmin), abs(input_grid.qmax)) * 2 + 1  # |q + zp| < 2^bits
-        if not exact_product_bound(fan_in, x_max, int(w.abs().max()) + 1):
-            raise QuantizationError(f"Layer too wide for exact float64 simulation (fan-in {fan_in}); lower the bits.")
+        fan_in, zp = w[0].numel(), float(input_grid.zero_point)
+        x_max = max(abs(input_grid.qmin + zp), abs(input_grid.qmax + zp))
+        if not exact_product_bound(fan_in, x_max, int(w.abs().max())):
+            raise QuantizationError(
+                f"Layer with fan-in {fan_in} at these bit widths can exceed 2^53, beyond exact float64 simulation; "
+                "lower bits_activations/bits_weights for it."
+            )
 
     def _channel_axis(self) -> int:
         return -1 if isinstance(self.wrapped, nn.Linear) else 1

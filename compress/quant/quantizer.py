@@ -182,6 +182,8 @@ class PostTrainLinearQuantizer:
             >>> q.resolve_plan()[0].kind
             'float'
         """
+        if any(is_wrapper(m) for m in self.model.modules()):
+            raise QuantizationError("The model already contains quantization wrappers; quantize the float model.")
         return resolve_plan(self.model, self.overrides, self.defaults, self.allow_unmatched)
 
     def effective_stats(self) -> dict[str, Any]:
@@ -236,8 +238,6 @@ class PostTrainLinearQuantizer:
         self.log = []
         stats = self.effective_stats()
         plans = self.final_plan(stats)
-        if any(is_wrapper(m) for m in self.model.modules()):
-            raise QuantizationError("The model already contains quantization wrappers; quantize the float model.")
         model = copy.deepcopy(self.model)
         modules, paths = dict(model.named_modules()), module_paths(model)
         ctx = BuildContext(legacy_symmetric=self.legacy_symmetric)
