@@ -27,24 +27,27 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from compress.errors import StatsError
 
-__all__ = ["TensorAccumulator", "as_samples"]
+__all__ = ["TensorAccumulator", "as_samples", "float64_chunks", "moments"]
 
 # Pass 2 must see the same numbers as pass 1; float noise (e.g. GPU reductions) is allowed.
 _REPLAY_RTOL = 1e-6
+# 64 Ki float64 values = 512 KiB: fits in L2, measured ~7x faster than converting a 22M-value tensor at once.
+_CHUNK = 1 << 16
 
 
 def as_samples(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as a float64 ``[samples, values]`` matrix; sample = index along dim 0.
+    """``t`` as a ``[samples, values]`` matrix (same dtype, a view when possible); sample = dim 0.
 
     When every sample holds a single value the whole tensor counts as one sample (as in the
     old tool): a per-sample min of one value is the value itself, which would make
-    ``avg_min == avg_max == mean`` and AVG clipping useless.
+    ``avg_min == avg_max == mean`` and AVG clipping useless. Booleans become uint8.
 
     Example:
         >>> as_samples(torch.zeros(4, 3, 2)).shape
@@ -52,8 +55,50 @@ def as_samples(t: torch.Tensor) -> torch.Tensor:
         >>> as_samples(torch.arange(5)).shape
         torch.Size([1, 5])
     """
-    x = t.detach().reshape(t.shape[0] if t.dim() else 1, -1).to(torch.float64)
+    t = t.detach()
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8)
+    x = t.reshape(t.shape[0] if t.dim() else 1, -1)
     return x.reshape(1, -1) if x.shape[1] == 1 else x
+
+
+def float64_chunks(x: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Float64 copies of consecutive pieces of ``x`` (flattened), each small enough to stay in cache.
+
+    Converting a whole decoder output to float64 at once allocates hundreds of MB and runs
+    several times slower than cache-sized pieces; the copy also makes in-place work safe.
+
+    Example:
+        >>> [c.dtype for c in float64_chunks(torch.ones(3, dtype=torch.int64))]
+        [torch.float64]
+    """
+    for piece in x.reshape(-1).split(_CHUNK):
+        yield piece.to(torch.float64, copy=True)
+
+
+def moments(x: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """``(n, mean, M2)`` of all values of ``x`` in float64, ``M2 = sum((x - mean)^2)``.
+
+    Each chunk's M2 is taken around its own mean (no cancellation); chunks are combined with
+    the parallel formula ``M2 = sum M2_i + sum n_i (mean_i - mean)^2``.
+
+    Example:
+        >>> n, mean, m2 = moments(torch.tensor([1.0, 2.0, 3.0, 6.0]))
+        >>> n, float(mean), float(m2)
+        (4, 3.0, 14.0)
+    """
+    ns, means, m2s = [], [], []
+    for d in float64_chunks(x):
+        m = d.mean()
+        d -= m
+        ns.append(d.numel())
+        means.append(m)
+        m2s.append(torch.dot(d, d))
+    if len(ns) == 1:
+        return ns[0], means[0], m2s[0]
+    counts = torch.tensor(ns, dtype=torch.float64, device=x.device)
+    mean_all = (counts * torch.stack(means)).sum() / x.numel()
+    return x.numel(), mean_all, torch.stack(m2s).sum() + (counts * (torch.stack(means) - mean_all).square()).sum()
 
 
 class TensorAccumulator:
@@ -79,28 +124,27 @@ class TensorAccumulator:
         x = as_samples(t)
         if not self.ran:
             self.shape = str(tuple(t.shape))
-            self._t = {k: torch.zeros((), dtype=torch.float64, device=x.device) for k in ("smin", "smax", "mean", "m2")}
-            self._t["min"], self._t["max"] = x.min(), x.max()
+            zero = torch.zeros((), dtype=torch.float64, device=x.device)
+            self._t = {"smin": zero, "smax": zero, "mean": zero, "m2": zero}
         self._fold_extremes(x)
-        self._fold_moments(x)
+        self._fold_moments(*moments(x))
         self.calls += 1
 
     def _fold_extremes(self, x: torch.Tensor) -> None:
+        # Extremes are exact in the tensor's own dtype, so reduce first and convert only [samples] values.
         # Not torch.aminmax: on small tensors its multi-threaded CPU kernel was measured ~1000x slower.
-        mins, maxs = x.amin(dim=1), x.amax(dim=1)
+        mins, maxs = x.amin(dim=1).to(torch.float64), x.amax(dim=1).to(torch.float64)
         t = self._t
-        t["min"] = torch.minimum(t["min"], mins.min())
-        t["max"] = torch.maximum(t["max"], maxs.max())
+        t["min"] = torch.minimum(t["min"], mins.min()) if "min" in t else mins.min()
+        t["max"] = torch.maximum(t["max"], maxs.max()) if "max" in t else maxs.max()
         t["smin"] = t["smin"] + mins.sum()
         t["smax"] = t["smax"] + maxs.sum()
         self.samples += x.shape[0]
 
-    def _fold_moments(self, x: torch.Tensor) -> None:
-        # Chan et al.: combine (n_a, mean_a, M2_a) with the batch's own (n_b, mean_b, M2_b).
-        n_a, n_b = self.numel, x.numel()
+    def _fold_moments(self, n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
+        # Chan et al.: combine the running (n_a, mean_a, M2_a) with this tensor's (n_b, mean_b, M2_b).
+        n_a = self.numel
         n = n_a + n_b
-        mean_b = x.mean()
-        m2_b = (x - mean_b).square().sum()
         delta = mean_b - self._t["mean"]
         self._t["mean"] = self._t["mean"] + delta * (n_b / n)
         self._t["m2"] = self._t["m2"] + m2_b + delta.square() * (n_a * n_b / n)
@@ -123,20 +167,20 @@ class TensorAccumulator:
         """Pass 2: fold ``t`` into sum |x - mean| and the histogram over [min, max]."""
         if t.numel() == 0:
             return
-        x = as_samples(t).reshape(-1)
         s = self._second
-        s["numel"] += x.numel()
-        s["sum"] = s["sum"] + x.sum()
-        if self.ran:
-            s["absdev"] = s["absdev"] + (x - self._t["mean"]).abs().sum()
-        if s["hist"] is not None:
-            s["hist"] += self._bin_counts(x)
+        s["numel"] += t.numel()
+        for d in float64_chunks(as_samples(t)):
+            s["sum"] = s["sum"] + d.sum()
+            if s["hist"] is not None:
+                s["hist"] += self._bin_counts(d)
+            if self.ran:
+                s["absdev"] = s["absdev"] + d.sub_(self._t["mean"]).abs_().sum()
 
     def _bin_counts(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi, bins = self._t["min"], self._t["max"], self.histogram_bins
         width = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
         # Values equal to hi fall in the last bin (as torch.histc does); clamp also absorbs float edges.
-        idx = ((x - lo) * (bins / width)).floor().clamp_(0, bins - 1).long()
+        idx = ((x - lo) * (bins / width)).floor_().clamp_(0, bins - 1).long()
         return torch.bincount(idx, minlength=bins)
 
     def finish_second_pass(self, module: str, slot: str) -> None:

@@ -88,3 +88,25 @@ def test_histogram_counts_over_first_pass_range() -> None:
 def test_histogram_of_constant_tensor_puts_everything_in_bin_zero() -> None:
     hist = _output([torch.full((2, 2), 7.0)], histogram_bins=3)["histogram"]
     assert hist == {"lo": 7.0, "hi": 7.0, "counts": [4, 0, 0]}
+
+
+def test_tensors_larger_than_one_chunk_match_direct_float64() -> None:
+    # 3 x 50_000 values: several 65_536-value chunks, combined with the parallel variance formula
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 50_000, generator=g) * 3 + 100
+    rec = _output([x])
+    d = x.double()
+    assert rec["mean"] == pytest.approx(float(d.mean()), rel=1e-14)
+    assert rec["std"] == pytest.approx(float(d.std(unbiased=False)), rel=1e-12)
+    assert rec["b"] == pytest.approx(float((d - d.mean()).abs().mean()), rel=1e-12)
+    assert rec["avg_min"] == pytest.approx(float(d.amin(dim=1).mean()), rel=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64, torch.bool])
+def test_other_dtypes_and_inputs_left_untouched(dtype: torch.dtype) -> None:
+    # [[0, 1], [1, 1]] in every dtype: min 0, max 1, avg_min (0 + 1)/2 = 0.5, mean 0.75, b 0.375
+    x = torch.tensor([[0, 1], [1, 1]]).to(dtype)
+    before = x.clone()
+    rec = _output([x])
+    assert (rec["min"], rec["max"], rec["avg_min"], rec["mean"], rec["b"]) == (0.0, 1.0, 0.5, 0.75, 0.375)
+    assert torch.equal(x, before)  # the float64 chunks are copies, never the activation itself
