@@ -155,6 +155,13 @@ def _f64(value: float | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64).clone()
 
 
+def _div(numerator: float, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator`` correctly rounded: ``float / tensor`` in PyTorch is computed as
+    ``reciprocal(tensor) * float``, two roundings, which moves some scales by one ulp (and then a
+    code sitting on a .5 tie rounds the other way)."""
+    return torch.div(torch.full_like(denominator, numerator), denominator)
+
+
 def symmetric_scale(
     bits: int, sat: float | torch.Tensor, restricted: bool = False, legacy: bool = False
 ) -> torch.Tensor:
@@ -173,7 +180,7 @@ def symmetric_scale(
         raise QuantizationError(f"Saturation value must be finite and >= 0, got {sat.tolist()}.")
     n = (2 ** (bits - 1) - 1) if (restricted or legacy) else (2**bits - 1) / 2
     # A zero range has no meaningful grid; scale 1 keeps q == x == 0 well defined.
-    return torch.where(sat > 0, n / torch.where(sat > 0, sat, 1.0), torch.ones_like(sat))
+    return torch.where(sat > 0, _div(n, torch.where(sat > 0, sat, 1.0)), torch.ones_like(sat))
 
 
 def asymmetric_scale_zero_point(
@@ -192,7 +199,7 @@ def asymmetric_scale_zero_point(
     # Widening to include 0 makes 0.0 exactly representable (padding, ReLU zeros).
     lo, hi = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
     width = hi - lo
-    scale = torch.where(width > 0, (2**bits - 1) / torch.where(width > 0, width, 1.0), torch.ones_like(width))
+    scale = torch.where(width > 0, _div(2**bits - 1, torch.where(width > 0, width, 1.0)), torch.ones_like(width))
     zp = torch.round(scale * lo)
     if signed:
         zp = zp + 2 ** (bits - 1)
@@ -349,7 +356,7 @@ def to_pytorch_qparams(
         >>> [float(t) for t in to_pytorch_qparams(4.0, -42.0)]
         [0.25, 42.0]
     """
-    return 1.0 / _f64(scale), -_f64(zero_point)
+    return _div(1.0, _f64(scale)), -_f64(zero_point)
 
 
 def from_pytorch_qparams(
@@ -361,7 +368,7 @@ def from_pytorch_qparams(
         >>> [float(t) for t in from_pytorch_qparams(0.25, 42)]
         [4.0, -42.0]
     """
-    return 1.0 / _f64(scale), -_f64(zero_point)
+    return _div(1.0, _f64(scale)), -_f64(zero_point)
 
 
 def exact_product_bound(*magnitudes: float) -> bool:

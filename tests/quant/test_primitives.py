@@ -203,3 +203,13 @@ def test_bits_out_of_range_is_error():
 def test_exact_product_bound():
     assert P.exact_product_bound(4096, 2**16, 2**16)
     assert not P.exact_product_bound(2**20, 2**17, 2**17)
+
+
+def test_scales_are_correctly_rounded_divisions():
+    # torch computes `float / tensor` as reciprocal-then-multiply; for this saturation that is one ulp
+    # off 127.5 / sat, which moved a weight code sitting on the -127.5 tie from -128 to -127.
+    sat = 0.3076310157775879
+    assert float(torch.tensor(127.5, dtype=torch.float64) * (1 / torch.tensor(sat, dtype=torch.float64))) != 127.5 / sat
+    assert float(P.symmetric_scale(8, torch.tensor([sat, 1.0]))[0]) == 127.5 / sat
+    assert float(P.asymmetric_scale_zero_point(8, -sat, 0.0)[0]) == 255 / sat
+    assert float(P.quantize(torch.tensor([-sat], dtype=torch.float64), 127.5 / sat, 0.0, -128, 127)) == -128.0

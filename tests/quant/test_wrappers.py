@@ -122,6 +122,20 @@ def test_conv2d_per_channel_equals_integer_reference(mode):
     assert torch.equal(wrapper(x), ref_conv2d(x, conv, rin, rout, 8, mode))
 
 
+def test_conv1d_equals_the_equivalent_conv2d_reference():
+    torch.manual_seed(4)
+    conv1 = nn.Conv1d(3, 4, kernel_size=3, padding=1)
+    conv2 = nn.Conv2d(3, 4, kernel_size=(1, 3), padding=(0, 1))
+    with torch.no_grad():
+        conv2.weight.copy_(conv1.weight[:, :, None, :])
+        conv2.bias.copy_(conv1.bias)
+    x = torch.randn(2, 3, 11)
+    rin, rout = {"min": -3.0, "max": 3.0}, {"min": -2.0, "max": 2.5}
+    wrapper = _quantized(conv1, {"inputs": {0: rin}, "output": rout}, per_channel_wts=True)
+    expected = ref_conv2d(x[:, :, None, :], conv2, rin, rout, 8, "symmetric")[:, :, 0, :]
+    assert torch.equal(wrapper(x), expected)
+
+
 def _two_input_entry():
     r0, r1, rout = {"min": -2.0, "max": 3.0}, {"min": -1.0, "max": 0.5}, {"min": -2.5, "max": 3.0}
     return {"inputs": {0: r0, 1: r1}, "output": rout}, (r0, r1, rout)
