@@ -205,13 +205,10 @@ class TensorAccumulator:
             "avg_max": float(t["smax"]) / self.samples,
             "mean": float(t["mean"]),
             "std": math.sqrt(float(t["m2"]) / n),
-            "b": float(self._second["absdev"]) / n if self._second else None,
-            "shape": self.shape,
-            "total_numel": n,
-            "samples": self.samples,
         }
-        if rec["b"] is None:
-            del rec["b"]
+        if self._second:  # 'b' and the histogram exist only once the second pass has run
+            rec["b"] = float(self._second["absdev"]) / n
+        rec.update(shape=self.shape, total_numel=n, samples=self.samples)
         if self._second.get("hist") is not None:
             rec["histogram"] = {"lo": rec["min"], "hi": rec["max"], "counts": self._second["hist"].tolist()}
         return rec

@@ -74,7 +74,10 @@ def make_header(
 
 
 class Stats(Mapping[str, dict]):
-    """Read-only mapping ``module name -> {"inputs": {i: record}, "output": record}``.
+    """Immutable mapping ``module name -> {"inputs": {i: record}, "output": record}``.
+
+    Items are returned as copies, so a consumer that edits what it reads (e.g. clipping ranges)
+    cannot change statistics shared with other experiments; use `apply_edits` or `replace`.
 
     Args:
         entries: the per-module statistics (copied).
@@ -102,7 +105,7 @@ class Stats(Mapping[str, dict]):
         self.path = Path(path) if path is not None else None
 
     def __getitem__(self, name: str) -> dict[str, Any]:
-        return self._entries[name]
+        return copy.deepcopy(self._entries[name])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

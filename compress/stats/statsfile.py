@@ -167,11 +167,12 @@ def _parse_entry(entry: Any, where: str, legacy: bool) -> dict[str, Any] | None:
         out["inputs"] = _parse_inputs(entry["inputs"], where)
     if "output" in entry:
         out["output"] = _parse_record(entry["output"], f"{where} output")
-    records = list(out.get("inputs", {}).values()) + ([out["output"]] if "output" in out else [])
-    if legacy and any(_is_sentinel(r) for r in records):
+    records = [(f"input {i}", r) for i, r in out.get("inputs", {}).items()]
+    records += [("output", out["output"])] if "output" in out else []
+    if legacy and any(_is_sentinel(r) for _, r in records):
         return None
-    for rec in records:
-        _check_order(rec, where)
+    for label, rec in records:
+        _check_order(rec, f"{where} {label}")
     return out
 
 

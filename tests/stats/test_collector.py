@@ -142,3 +142,9 @@ def test_empty_tensors_are_ignored_and_bad_bins_rejected() -> None:
     assert stats["echo"]["output"]["total_numel"] == 3
     with pytest.raises(StatsError, match="histogram_bins"):
         collect_stats(EchoModel(), [torch.ones(1, 3)], histogram_bins=0)
+
+
+def test_stats_items_are_copies() -> None:
+    stats = collect_stats(EchoModel(), [torch.ones(1, 2)])
+    stats["echo"]["output"]["min"] = -100.0
+    assert stats["echo"]["output"]["min"] == 1.0

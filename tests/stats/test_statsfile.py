@@ -129,7 +129,10 @@ def test_fingerprint_ignores_values_and_device_but_not_dtype() -> None:
         ("fc:\n  output: {min: 0.0, max: 1.0, total_numel: -3}\n", "'total_numel' must be a non-negative integer"),
         ("compress_stats: {version: 2}\n", "format version 2"),
         ("compress_stats: {version: 1, colour: red}\n", "'compress_stats' must be a mapping with keys"),
-        ("compress_stats: {version: 1}\nfc:\n  output: {min: 2.0, max: 1.0}\n", r"'min' \(2.0\) is above 'max'"),
+        (
+            "compress_stats: {version: 1}\nfc:\n  output: {min: 2.0, max: 1.0}\n",
+            r"module 'fc' output: 'min' \(2.0\) is above 'max'",
+        ),
         (
             "fc:\n  output: {min: 0.0, max: 1.0, histogram: {lo: 0.0, hi: 1.0, counts: [1, -2]}}\n",
             "histogram 'counts' must be a non-empty list of non-negative integers",
