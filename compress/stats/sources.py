@@ -74,7 +74,12 @@ def collect_source(ctx: StatsContext, batches: int | None = None, histogram_bins
     """Score the first ``batches`` calibration batches (all when omitted) twice and collect statistics.
 
     Example:
-        >>> # stats = collect_source(ctx, batches=8)   # ctx: a StatsContext with a model and dataset
+        >>> class Data:
+        ...     def batches(self, split): return iter([torch.ones(2, 3), torch.zeros(2, 3)])
+        ...     def num_batches(self, split): return 2
+        >>> ctx = StatsContext(nn.Linear(3, 1), Data(), "cpu", 0, False, Path("."))
+        >>> collect_source(ctx, batches=1)[""]["inputs"][0]["total_numel"]
+        6
     """
     available = ctx.data.num_batches("calibration")
     if batches is not None and batches > available:
@@ -108,7 +113,12 @@ def generate_source(
     """Run ``model.sample_for_calibration(batch_size, steps, generator)`` twice with the same seed.
 
     Example:
-        >>> # stats = generate_source(ctx, batch_size=64, steps=100)
+        >>> class Sampler(nn.Linear):
+        ...     def sample_for_calibration(self, batch_size, steps, generator):
+        ...         self(torch.randn(steps * batch_size, 2, generator=generator))
+        >>> ctx = StatsContext(Sampler(2, 2), None, "cpu", 0, False, Path("."))
+        >>> generate_source(ctx, batch_size=4, steps=3)[""]["inputs"][0]["total_numel"]
+        24
     """
     if not callable(getattr(ctx.model, "sample_for_calibration", None)):
         raise StatsError(
@@ -149,7 +159,11 @@ def file_source(ctx: StatsContext, path: str, force: bool = False) -> Stats:
     """Load ``path`` (relative to ``ctx.base_dir``) and check it was made for ``ctx.model``.
 
     Example:
-        >>> # stats = file_source(ctx, path="stats/lstm.yaml")
+        >>> import tempfile
+        >>> model, folder = nn.Linear(1, 1), Path(tempfile.mkdtemp())
+        >>> _ = Stats({}, make_header(model_fingerprint(model), "python", {}, None)).save(folder / "s.yaml")
+        >>> file_source(StatsContext(model, None, "cpu", 0, False, folder), path="s.yaml").header["source"]
+        'python'
     """
     stats = load_stats(Path(ctx.base_dir) / path)
     stats.check_model(ctx.model, force=force)
