@@ -52,7 +52,7 @@ class _FlowList(list):
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    """A SafeDumper of our own, so registering the _FlowList representer leaves yaml's global one alone."""
 
 
 _Dumper.add_representer(_FlowList, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
