@@ -46,7 +46,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["Feed", "FEEDS", "ACTIVATION_BOUNDS", "net_aware_clip", "feeds", "clip_record"]
+__all__ = ["Feed", "FEEDS", "ACTIVATION_BOUNDS", "net_aware_clip", "feeds", "clip_record", "plain_copy"]
 
 #: Saturating activation -> bound beyond which its output is flat.
 ACTIVATION_BOUNDS: tuple[tuple[type[nn.Module], float], ...] = ((nn.Sigmoid, 6.0), (nn.Tanh, 4.0))
@@ -134,6 +134,19 @@ def clip_record(record: dict[str, Any], bound: float) -> list[str]:
     return changes
 
 
+def plain_copy(obj: Any) -> Any:
+    """A deep copy with every Mapping turned into a plain dict (stats objects may use their own types).
+
+    Example:
+        >>> from types import MappingProxyType
+        >>> plain_copy(MappingProxyType({"a": MappingProxyType({"b": [1.0]})}))
+        {'a': {'b': [1.0]}}
+    """
+    if isinstance(obj, Mapping):
+        return {k: plain_copy(v) for k, v in obj.items()}
+    return copy.deepcopy(obj)
+
+
 def net_aware_clip(model: nn.Module, stats: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A copy of ``stats`` with the output range of every producer in :data:`FEEDS` clipped, and a log.
 
@@ -149,7 +162,7 @@ def net_aware_clip(model: nn.Module, stats: Mapping[str, Any]) -> tuple[dict[str
         >>> net_aware_clip(model, {"0": {"output": {"min": -1.0, "max": 1.0}}})[1]
         []
     """
-    out = {name: copy.deepcopy(dict(rec)) for name, rec in stats.items()}
+    out = plain_copy(stats)
     modules = dict(model.named_modules())
     log = []
     for name, (bound, consumers) in feeds(model).items():

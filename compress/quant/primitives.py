@@ -152,7 +152,8 @@ def accum_range(bits: int) -> tuple[int, int]:
 
 
 def _f64(value: float | torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(value, dtype=torch.float64).clone()
+    # No copy: nothing here modifies a tensor in place.
+    return torch.as_tensor(value, dtype=torch.float64)
 
 
 def _div(numerator: float, denominator: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from typing import Any
 from torch import nn
 
 from compress.errors import QuantizationError
-from compress.quant.netaware import net_aware_clip
+from compress.quant.netaware import net_aware_clip, plain_copy
 from compress.quant.plan import LayerPlan, resolve_plan
 from compress.quant.records import capture_outputs, layer_rows, sqnr_by_layer
 from compress.quant.schema import POST_TRAIN_LINEAR_SCHEMA
@@ -195,7 +195,7 @@ class PostTrainLinearQuantizer:
         """
         stats = self.stats or {}
         if not self.net_aware_clip:
-            return {name: copy.deepcopy(dict(rec)) for name, rec in stats.items()}
+            return plain_copy(stats)
         clipped, log = net_aware_clip(self.model, stats)
         self.log.extend(log)
         return clipped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from types import MappingProxyType
 
 import pytest
 import torch
@@ -204,3 +205,17 @@ def test_bad_quantizer_arguments():
         PostTrainLinearQuantizer(model, bits_activations=32)
     with pytest.raises(QuantizationError, match="bits_accum"):
         PostTrainLinearQuantizer(model, scale_approx_mult_bits=32, bits_accum=32).resolve_plan()
+
+
+def _read_only(obj):
+    if isinstance(obj, dict):
+        return MappingProxyType({k: _read_only(v) for k, v in obj.items()})
+    return obj
+
+
+def test_any_mapping_layout_is_accepted_and_net_aware_clips_it():
+    model, stats = _setup()
+    frozen = _read_only(_wide_gate_stats(stats))  # not dicts: a stats object may use its own Mapping types
+    q = PostTrainLinearQuantizer(model, frozen, net_aware_clip=True)
+    assert q.prepare_model().rnn.cells[0].eltwiseadd_gate._clip["output"] == (-6.0, 6.0)
+    assert frozen["rnn.cells.0.eltwiseadd_gate"]["output"]["min"] == -15.612
