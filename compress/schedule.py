@@ -150,9 +150,28 @@ def _explain(err: jsonschema.ValidationError, prefix: Path_) -> list[Problem]:
             for k in extra
         ]
     if err.validator in ("anyOf", "oneOf") and err.context:
-        best = jsonschema.exceptions.best_match(err.context)
+        best = _best_branch_error(err)
         return _explain(best, prefix) if best is not None else [Problem(path, err.message + ".")]
     return [Problem(path, _message(err))]
+
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
+def _best_branch_error(err: jsonschema.ValidationError) -> jsonschema.ValidationError | None:
+    """The error of the alternative meant for this kind of value (a string -> the string branch)."""
+    kind = _JSON_TYPES.get(type(err.instance))
+    branches = err.schema.get(err.validator, [])
+    same_kind = [
+        e for e in err.context if e.relative_schema_path and _branch_accepts(branches[e.relative_schema_path[0]], kind)
+    ]
+    return jsonschema.exceptions.best_match(same_kind or err.context)
+
+
+def _branch_accepts(branch: dict[str, Any], kind: str | None) -> bool:
+    t = branch.get("type")
+    types = t if isinstance(t, list) else [t]
+    return kind in types or (kind == "integer" and "number" in types)
 
 
 def _message(err: jsonschema.ValidationError) -> str:
@@ -232,7 +251,40 @@ def _args_problems(path: Path_, kind: str, name_key: str, block: dict[str, Any])
     args = block.get("args", {})
     if args is None:
         args = {}
-    return _schema_problems(args, registry.get(name).schema, path + ("args",))
+    schema = registry.get(name).schema
+    problems = _schema_problems(args, schema, path + ("args",))
+    return problems + _overrides_problems(block.get("overrides"), schema, path + ("overrides",))
+
+
+def _overrides_problems(overrides: Any, schema: dict[str, Any], path: Path_) -> list[Problem]:
+    """Override rules are checked against the quantizer's own ``overrides`` schema when it declares one."""
+    sub = schema.get("properties", {}).get("overrides")
+    if overrides is None or not isinstance(sub, dict):
+        return []
+    return _schema_problems(overrides, sub, path)
+
+
+def _experiment_overrides_problems(data: dict[str, Any]) -> list[Problem]:
+    base = data.get("quantizer")
+    if not isinstance(base, dict) or base.get("name") not in REGISTRIES["quantizers"]:
+        return []
+    schema = REGISTRIES["quantizers"].get(base["name"]).schema
+    problems = []
+    for i, exp in enumerate(data.get("experiments") or []):
+        if isinstance(exp, dict) and "quantizer" not in exp:
+            problems += _overrides_problems(exp.get("overrides"), schema, ("experiments", i, "overrides"))
+            merged = {**(base.get("args") or {}), **(exp.get("args") or {})}
+            if isinstance(exp.get("args"), dict):
+                problems += [
+                    Problem(("experiments", i, "args") + pr.path[2:], pr.message)
+                    for pr in _schema_problems(merged, schema, ("quantizer", "args"))
+                    if pr.path[2:3] and _key_of(pr.path[2]) in exp["args"]
+                ]
+    return problems
+
+
+def _key_of(part: Any) -> Any:
+    return part[1] if isinstance(part, tuple) else part
 
 
 def _convert_name_problems(data: dict[str, Any]) -> list[Problem]:
@@ -346,6 +398,7 @@ def validate(data: Any) -> list[Problem]:
     problems = _schema_problems(data, skeleton_schema(), ())
     for path, kind, name_key, block in _component_blocks(data):
         problems.extend(_args_problems(path, kind, name_key, block))
+    problems.extend(_experiment_overrides_problems(data))
     problems.extend(_convert_name_problems(data))
     problems.extend(_regex_problems(data))
     if not problems:

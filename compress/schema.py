@@ -37,23 +37,12 @@ def _component(description: str, extra: dict[str, Any] | None = None) -> dict[st
     }
 
 
-_EDIT_RULE = {
-    "type": "object",
-    "description": "A statistics edit: {match, tensor, set: {...}} or {match, tensor, clip: [lo, hi]}.",
-    "properties": {
-        "match": {"type": "string", "description": "Regex, full match on the module name."},
-        "tensor": {"enum": ["inputs", "output", "all"]},
-        "set": {
-            "type": "object",
-            "properties": {k: {"type": "number"} for k in ("min", "max", "avg_min", "avg_max")},
-            "additionalProperties": False,
-            "minProperties": 1,
-        },
-        "clip": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
-    },
-    "required": ["match"],
-    "additionalProperties": False,
-}
+def _edit_rule() -> dict[str, Any]:
+    # The stats package owns the rule format; the schedule schema reuses it so the two never drift.
+    from compress.stats import EDIT_RULE_SCHEMA
+
+    return copy.deepcopy(EDIT_RULE_SCHEMA)
+
 
 _OVERRIDE = {
     "type": "object",
@@ -71,7 +60,7 @@ _STATS = {
         "source": {"type": "string", "description": "Registered stats source: collect, generate, file."},
         "args": _ARGS,
         "save": {"type": "string", "description": "File name (in the report folder) of the stats written."},
-        "edits": {"type": "array", "items": _EDIT_RULE},
+        "edits": {"type": "array", "items": _edit_rule()},
     },
     "required": ["source"],
     "additionalProperties": False,
@@ -90,7 +79,7 @@ _EXPERIMENT = {
         "args": {"type": "object", "description": "Merged over the base quantizer's args."},
         "overrides": {"type": "array", "items": _OVERRIDE, "description": "Replace the base overrides."},
         "stats": _STATS,
-        "stats_edits": {"type": "array", "items": _EDIT_RULE, "description": "Appended to stats.edits."},
+        "stats_edits": {"type": "array", "items": _edit_rule(), "description": "Appended to stats.edits."},
         "export": {"type": "boolean"},
     },
     "required": ["name"],
