@@ -26,6 +26,9 @@ per_channel_wts=True`` and::
   weights from the quantizer arguments;
 * ``rnn.cells.1.fc_gate_x`` matches nothing: quantizer arguments only.
 
+The quantizer-level ``per_channel_wts`` applies to Linear/Conv weights; an ``nn.Embedding`` table
+is per tensor unless its winning rule sets ``per_channel_wts: true`` (one scale per row).
+
 The plan is resolved from ``model.named_modules()`` before any module is touched.
 
 Example:
@@ -203,6 +206,10 @@ def resolve_plan(
 
 def _layer_plan(name: str, module: nn.Module, rule: Rule | None, defaults: Mapping[str, Any]) -> LayerPlan:
     settings = {**defaults, **(rule.settings if rule else {})}
+    if type(module) is nn.Embedding and "per_channel_wts" not in (rule.settings if rule else {}):
+        # The quantizer-level per_channel_wts is for Linear/Conv (as in the old tool); an embedding
+        # table is per tensor unless its own rule asks for per-row scales.
+        settings["per_channel_wts"] = False
     check_layer_settings(settings, name)
     kind, note = layer_kind(module, settings)
     rule_index, rule_text = (rule.index, rule.text) if rule else (None, "")

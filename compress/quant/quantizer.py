@@ -119,7 +119,7 @@ class PostTrainLinearQuantizer:
         clip_acts: ``none`` | ``avg`` | ``n_std`` | ``gauss`` | ``laplace`` | ``percentile`` | ``mse``.
         clip_n_stds: n for ``n_std``.
         clip_half_range: ReLU-like outputs.
-        per_channel_wts: per-output-channel weight scales.
+        per_channel_wts: per-output-channel weight scales for Linear/Conv (embeddings: only via their rule).
         scale_approx_mult_bits: integer multiply-and-shift scales.
         overrides: ordered rules ``[{match: regex, ...settings}]`` (see compress/quant/plan.py).
         allow_unmatched: accept rules that apply to no module.

@@ -72,7 +72,9 @@ _COMMON: dict[str, Any] = {
         "description": "Percentile for clip_acts percentile (needs histograms). Default 99.99.",
     },
     "clip_half_range": _bool("ReLU-like outputs: range [0, max] and negative outputs zeroed. Default false."),
-    "per_channel_wts": _bool("One weight scale per output channel (per row for embeddings). Default false."),
+    "per_channel_wts": _bool(
+        "Per-output-channel weight scales for Linear/Conv (embeddings: only via their own rule). Default false."
+    ),
     "scale_approx_mult_bits": {
         "type": ["integer", "null"],
         "minimum": 1,

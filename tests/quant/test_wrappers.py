@@ -185,15 +185,18 @@ def test_op_wrapper_rejects_wrong_input_count():
         _quantized(EltwiseAdd(), entry)(torch.ones(2), torch.ones(2), torch.ones(2))
 
 
-@pytest.mark.parametrize("per_channel", [False, True])
-def test_embedding_equals_reference_from_its_own_table(per_channel):
+@pytest.mark.parametrize("per_row", [False, True])
+def test_embedding_equals_reference_from_its_own_table(per_row):
     torch.manual_seed(4)
     emb = nn.Embedding(50, 16)
     idx = torch.randint(0, 50, (7, 3))
-    w_int, s = ref_weight(emb.weight.detach().numpy().astype(np.float64), 8, "asymmetric_signed", per_channel)
+    w_int, s = ref_weight(emb.weight.detach().numpy().astype(np.float64), 8, "asymmetric_signed", per_row)
     expected = torch.from_numpy((w_int / s[:, None]).astype(np.float32))[idx]
-    wrapper = _quantized(emb, {}, mode="asymmetric_signed", per_channel_wts=per_channel)
+    # The quantizer-level per_channel_wts is for Linear/Conv; per-row tables need the embedding's own rule.
+    overrides = [{"match": "0", "per_channel_wts": True}] if per_row else []
+    wrapper = _quantized(emb, {}, mode="asymmetric_signed", per_channel_wts=True, overrides=overrides)
     assert torch.equal(wrapper(idx), expected)
+    assert wrapper.qweight.info["per_channel"] is per_row
 
 
 def test_weights_only_equals_manual_fake_quantization():
