@@ -15,7 +15,7 @@ Shipped checkpoint (see compress/checkpoints/word_lm.md for the measured numbers
 
 Tiny test fixture::
 
-    python examples/train_word_lm.py --epochs 1 --emsize 32 --nhid 32 --dropout 0 --tied \\
+    python examples/train_word_lm.py --epochs 1 --emsize 32 --nhid 32 --nlayers 2 --dropout 0 --tied \\
         --max-vocab 2000 --min-count 3 --threads 1 --out tests/fixtures/word_lm_tiny.pt
 """
 
@@ -36,6 +36,11 @@ from compress.data.wiki_dump import load_gensim_wiki
 from compress.data.wikitext import TextDataSource, batchify, bptt_batches
 from compress.fileio import atomic_write_json, atomic_write_text
 from compress.models.word_lm import WordLM, perplexity, save_checkpoint
+
+TINY_COMMAND = (
+    "python examples/train_word_lm.py --epochs 1 --emsize 32 --nhid 32 --nlayers 2 --dropout 0 --tied "
+    "--max-vocab 2000 --min-count 3 --threads 1 --out tests/fixtures/word_lm_tiny.pt"
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -178,10 +183,11 @@ def render_markdown(card: dict) -> str:
         f"| {h['epoch']} | {h['lr']:g} | {h['train_ppl']:.1f} | {h['valid_ppl']:.2f} |" for h in card["history"]
     )
     a, r = card["model"]["args"], card["recipe"]
+    tied = "tied" if a["tie_weights"] else "untied"
     return f"""# word_lm.pt: word-level LSTM language model
 
-A {a["nlayers"]}-layer LSTM language model (embedding {a["ninp"]}, hidden {a["nhid"]}, tied weights:
-{a["tie_weights"]}), {card["parameters"]:,} parameters, trained on the English Wikipedia excerpt
+A {a["nlayers"]}-layer LSTM language model (embedding {a["ninp"]}, hidden {a["nhid"]}, {tied} weights,
+dropout {a["dropout"]}), {card["parameters"]:,} parameters, trained on the English Wikipedia excerpt
 that ships inside gensim (dataset `gensim_wiki`, WikiText-like cleaning, split by article).
 It exists so that quantization studies have a real, offline word LM to work on.
 
@@ -193,6 +199,9 @@ It exists so that quantization studies have a real, offline word LM to work on.
 | steps | {card["steps"]} SGD steps ({r["epochs"]} epochs of batch {r["batch_size"]} x bptt {r["bptt"]}) |
 | recipe | SGD lr {r["lr"]:g}, /4 when validation stalls, clip {r["clip"]}, dropout {r["dropout"]}, seed {r["seed"]} |
 | wall time | {card["wall_seconds"]:.0f} s on {card["threads"]} thread(s), torch {card["torch"]} |
+
+Wall time includes data preparation and the per-epoch validation passes; it was measured on a
+shared machine, so it varies with the load (the steps and the weights do not).
 
 ## Perplexity (fp32)
 
@@ -216,6 +225,13 @@ checkpoint and compares at a relative tolerance of 1e-3.
 
 ```
 {card["command"]}
+```
+
+The tiny test fixture `tests/fixtures/word_lm_tiny.pt` (vocabulary 2000, 32/32 x 2, one epoch;
+its card is stored inside the file) comes from the same script:
+
+```
+{TINY_COMMAND}
 ```
 """
 
