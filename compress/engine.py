@@ -318,6 +318,7 @@ def run(
     with _timed(t, "convert"):
         model, result.conversions = convert(schedule, float_model, data)
     calib_batch = _first_batch(data, "calibration")
+    _warm_up(data)
     stats_cache: dict[str, Any] = {}
     for i, exp in enumerate(schedule.data["experiments"]):
         er = _run_experiment(schedule, exp, i, model, data, device, calib_batch, stats_cache, result, progress, out_dir)
@@ -355,6 +356,7 @@ def _run_experiment(
             quantizer = make_quantizer(qspec, model, stats)
             er.plan = _plan_rows(quantizer)
             qmodel = quantizer.prepare_model().eval()
+            er.notes = list(getattr(quantizer, "log", []))
     with _timed(t, "evaluate"):
         ev, er.eval_seconds = evaluate(schedule, qmodel, data, progress)
     er.metric, er.value, er.metrics = ev["metric"], float(ev["value"]), dict(ev.get("metrics", {}))
@@ -364,6 +366,12 @@ def _run_experiment(
             er.layers = list(quantizer.layer_records(lambda m: _run_batch(m, calib_batch)))
     er.settings["stats"] = result.stats.get(er.stats_key or "", {}).get("spec")
     return er
+
+
+def _warm_up(data: Any) -> None:
+    """Read the evaluation split once, so the first experiment's time does not include building it."""
+    for _ in data.batches("evaluation"):
+        pass
 
 
 def _run_batch(model: torch.nn.Module, batch: Any) -> None:

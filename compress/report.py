@@ -222,6 +222,7 @@ def render_markdown(result: RunResult) -> str:
     md += ["## Settings of each experiment", ""]
     for e in result.experiments:
         md += [f"### {e.name}", "", "```json", _settings_text(e), "```", ""]
+        md += [f"- {note}" for note in e.notes] + ([""] if e.notes else [])
     return "\n".join(md)
 
 
@@ -273,6 +274,7 @@ def report_json(result: RunResult) -> dict[str, Any]:
                 "weight_bytes": e.weight_bytes,
                 "eval_seconds": e.eval_seconds,
                 "settings": e.settings,
+                "notes": e.notes,
                 "layers": e.layers,
             }
             for e, r in zip(result.experiments, comparison_rows(result), strict=False)

@@ -38,8 +38,10 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
     """The dtype of the model's first floating-point parameter (float32 when none)."""
+    # Parameters inside quantization wrappers (e.g. an fp16 island) do not set the model's input dtype.
+    wrapped = {id(p) for m in model.modules() if getattr(m, "_compress_wrapper", False) for p in m.parameters()}
     for p in model.parameters():
-        if p.is_floating_point():
+        if p.is_floating_point() and id(p) not in wrapped:
             return p.dtype
     return torch.float32
 

@@ -209,6 +209,7 @@ class PostTrainLinearQuantizer:
             'none'
         """
         plans = self.resolve_plan()
+        plans = _leave_float(plans, set(getattr(self.stats, "never_ran", ())), self.log)
         missing = [p.name for p in plans if p.kind in _NEEDS_STATS and p.name not in stats]
         if not missing:
             return plans
@@ -262,3 +263,15 @@ class PostTrainLinearQuantizer:
         """
         qmodel, plans = self._prepare()
         return run_records(self.model, qmodel, plans, run)
+
+
+def _leave_float(plans: list[LayerPlan], never_ran: set[str], log: list[str]) -> list[LayerPlan]:
+    """Modules that did not run during calibration cannot get ranges; they stay float, said in the row.
+
+    (e.g. a sampling-only softmax that teacher-forced calibration never calls.)
+    """
+    note = "did not run during calibration: left in float"
+    hit = [p.name for p in plans if p.name in never_ran and p.kind in _NEEDS_STATS]
+    if hit:
+        log.append(f"{note}: {', '.join(hit)}")
+    return [dataclasses.replace(p, kind="none", note=note) if p.name in hit else p for p in plans]
