@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "metrics_fp32": metrics,
         "metrics_untrained": untrained,
         "evaluation": f"bach_chorales window={args.eval_window} batch_size={args.eval_batch_size} seed=0 controls=on",
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "python": platform.python_version(),
         "final_train_loss": log[-1]["loss"] if log else None,
     }

@@ -191,8 +191,9 @@ def load_midi_folder(folder: str | os.PathLike[str]) -> EventCorpus:
         {
             "path": {
                 "type": "string",
+                "format": "path",
                 "minLength": 1,
-                "description": "Folder of .mid/.midi files (searched recursively).",
+                "description": "Folder of .mid/.midi files (searched recursively; relative to the schedule).",
             }
         }
     ),

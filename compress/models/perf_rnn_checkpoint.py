@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,9 @@ def _cell_of(state: dict[str, torch.Tensor], path: Path) -> str:
 def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str], card: dict[str, Any] | None = None) -> None:
     """Save ``model`` in our checkpoint format (atomically), with an optional model card dict.
 
+    The card is reduced to JSON types (other values become strings) so the file stays
+    loadable with ``weights_only=True``.
+
     Example:
         >>> import tempfile
         >>> from compress.models.performance_rnn import performance_rnn
@@ -101,5 +105,10 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str], card: 
     """
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     obj = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": "performance_rnn",
-           "args": model.arch_args(), "state_dict": state, "card": dict(card or {})}  # fmt: skip
+           "args": model.arch_args(), "state_dict": state, "card": _plain(card or {})}  # fmt: skip
     atomic_torch_save(obj, path)
+
+
+def _plain(card: dict[str, Any]) -> dict[str, Any]:
+    # e.g. torch.__version__ is a TorchVersion, which the weights-only unpickler refuses
+    return json.loads(json.dumps(card, default=str))

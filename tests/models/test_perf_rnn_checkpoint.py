@@ -172,3 +172,9 @@ def test_shipped_checkpoint_reaches_its_recorded_metric() -> None:
         assert got["all"] == pytest.approx(want["nll"], abs=METRIC_TOLERANCE)
         assert got["no_velocity"] == pytest.approx(want["nll_no_velocity"], abs=METRIC_TOLERANCE)
     assert recorded["metrics_fp32"]["validation"]["nll"] < 2.0 < recorded["metrics_untrained"]["validation"]["nll"]
+
+
+def test_card_values_are_kept_loadable(tmp_path: Path) -> None:
+    save_checkpoint(PerformanceRNN(hidden_dim=4, num_layers=1), tmp_path / "m.pt", {"torch": torch.__version__})
+    card = torch.load(tmp_path / "m.pt", weights_only=True)["card"]
+    assert card == {"torch": str(torch.__version__)} and type(card["torch"]) is str

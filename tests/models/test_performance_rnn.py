@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import mido
@@ -202,3 +203,18 @@ def test_generated_performance_writes_a_readable_midi(tmp_path: Path) -> None:
     file = mido.MidiFile(str(tmp_path / "generated.mid"))
     ons = [m for m in file if m.type == "note_on" and m.velocity > 0]
     assert len(ons) == len(notes) == int((events[:, 0] < 88).sum())
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_converted_core_scores_like_the_original(cell: str) -> None:
+    from compress.registry import CONVERTERS
+
+    if "rnn_to_modular" not in CONVERTERS:
+        pytest.skip("the rnn_to_modular converter is not registered in this checkout")
+    model = _model(cell)
+    converted, replaced = CONVERTERS.get("rnn_to_modular").obj(copy.deepcopy(model))
+    assert len(replaced) == 1 and replaced[0].startswith("gru:")
+    assert type(converted.gru) not in (nn.LSTM, nn.GRU)
+    batch = _batch()
+    assert torch.allclose(converted.forward_batch(batch)[0], model.forward_batch(batch)[0], atol=1e-5)
+    assert converted.score_batch(batch)[0]["all"][0] == pytest.approx(model.score_batch(batch)[0]["all"][0], rel=1e-6)
