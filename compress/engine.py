@@ -144,6 +144,14 @@ def build_data(schedule: Schedule) -> Any:
         return entry.obj(**resolve_path_args(schedule, args, entry.schema))
 
 
+def check_data(schedule: Schedule, model: torch.nn.Module, data: Any) -> None:
+    """Let a model refuse data it cannot score (e.g. a word LM and a corpus with another vocabulary)."""
+    check = getattr(model, "check_data", None)
+    if callable(check):
+        with _at(schedule, ("data",)):
+            check(data)
+
+
 def _first_batch(data: Any, split: str) -> Any:
     return next(iter(data.batches(split)))
 
@@ -283,6 +291,7 @@ def plan(schedule: Schedule, *, progress: bool = False) -> RunResult:
     result = RunResult(schedule, str(device))
     model = build_model(schedule, device)
     data = build_data(schedule)
+    check_data(schedule, model, data)
     model, result.conversions = convert(schedule, model, data)
     for i, exp in enumerate(schedule.data["experiments"]):
         qspec = experiment_quantizer(schedule, exp)
@@ -315,6 +324,7 @@ def run(
     with _timed(t, "build"):
         float_model = build_model(schedule, device)
         data = build_data(schedule)
+        check_data(schedule, float_model, data)
     with _timed(t, "convert"):
         model, result.conversions = convert(schedule, float_model, data)
     calib_batch = _first_batch(data, "calibration")
