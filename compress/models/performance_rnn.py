@@ -299,6 +299,31 @@ class PerformanceRNN(nn.Module):
             out.append(event[0].cpu())
         return torch.stack(out)
 
+    def check_data(self, data: Any) -> None:
+        """Raise :class:`ModelError` when the data's first evaluation batch does not fit this model.
+
+        Checks event indices < ``event_dim``, z width == ``init_dim`` and control width ==
+        ``control_dim``.
+
+        Example:
+            >>> class Data:
+            ...     def batches(self, split):
+            ...         yield torch.zeros(3, 2, dtype=torch.long), None, torch.zeros(2, 16)
+            >>> PerformanceRNN(hidden_dim=8, num_layers=1).check_data(Data())  # doctest: +IGNORE_EXCEPTION_DETAIL
+            Traceback (most recent call last):
+            compress.errors.ModelError: ...
+        """
+        events, controls, z = (tuple(next(iter(data.batches("evaluation")))) + (None,))[:3]
+        problems = []
+        if int(events.max()) >= self.event_dim or int(events.min()) < 0:
+            problems.append(f"event indices reach {int(events.max())} but the model has {self.event_dim} events")
+        if z is not None and z.shape[-1] != self.init_dim:
+            problems.append(f"z has width {z.shape[-1]} but init_dim is {self.init_dim} (set the dataset's init_dim)")
+        if controls is not None and controls.shape[-1] != self.control_dim:
+            problems.append(f"controls have width {controls.shape[-1]} but control_dim is {self.control_dim}")
+        if problems:
+            raise ModelError("The data does not fit this Performance RNN: " + "; ".join(problems) + ".")
+
     def sample_for_calibration(self, batch_size: int, steps: int, generator: torch.Generator) -> None:
         """Run :meth:`generate` from seeded random z (argmax decoding), for the ``generate`` stats source.
 

@@ -218,3 +218,23 @@ def test_converted_core_scores_like_the_original(cell: str) -> None:
     batch = _batch()
     assert torch.allclose(converted.forward_batch(batch)[0], model.forward_batch(batch)[0], atol=1e-5)
     assert converted.score_batch(batch)[0]["all"][0] == pytest.approx(model.score_batch(batch)[0]["all"][0], rel=1e-6)
+
+
+class _OneBatch:
+    def __init__(self, *batch) -> None:
+        self.batch = batch
+
+    def batches(self, split: str):
+        yield self.batch
+
+
+def test_check_data() -> None:
+    model = _model()
+    model.check_data(_OneBatch(*_batch()))
+    with pytest.raises(prnn.ModelError, match="init_dim"):
+        model.check_data(_OneBatch(torch.zeros(4, 2, dtype=torch.long), None, torch.zeros(2, 8)))
+    with pytest.raises(prnn.ModelError, match="control_dim"):
+        model.check_data(_OneBatch(torch.zeros(4, 2, dtype=torch.long), torch.zeros(4, 2, 12), torch.zeros(2, 32)))
+    small = PerformanceRNN(event_dim=100, hidden_dim=8, num_layers=1)
+    with pytest.raises(prnn.ModelError, match="100 events"):
+        small.check_data(_OneBatch(torch.full((4, 2), 150), None, torch.zeros(2, 32)))
