@@ -16,14 +16,7 @@ from torch import nn
 
 from compress.errors import QuantizationError
 from compress.quant.clipping import clip_range
-from compress.quant.primitives import (
-    approx_scale,
-    dequantize,
-    mode_qrange,
-    quantize,
-    quantize_unclamped,
-    scale_zero_point,
-)
+from compress.quant.primitives import _along, approx_scale, mode_qrange, quantize, scale_zero_point
 
 __all__ = ["Grid", "activation_grid", "input_records", "output_record", "QuantWrapper", "summarize"]
 
@@ -99,6 +92,12 @@ def output_record(entry: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return _record(entry.get("output"), f"{name}: output stats")
 
 
+def _scaled64(x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """A fresh float64 tensor ``x * scale`` (never an alias of ``x``, so callers may work in place)."""
+    x64 = x.to(torch.float64)
+    return x64 * scale if x64 is x else x64.mul_(scale)
+
+
 def summarize(t: torch.Tensor | None) -> tuple[float | None, float | None, float | None]:
     """(min, median, max) of a scale/zero-point tensor as floats (all equal for a 0-d tensor).
 
@@ -130,12 +129,27 @@ class QuantWrapper(nn.Module):
         self.observed = 0
         self._qrange: dict[str, tuple[int, int]] = {}
         self._clip: dict[str, tuple[float, float] | None] = {}
+        # Per-tensor scale and zero point as Python floats, read once at build time: the hot path then
+        # does no tensor conversions per call (a float multiplier gives the same float64 product).
+        self._floats: dict[str, tuple[float, float] | None] = {}
 
     def _set_grid(self, prefix: str, grid: Grid) -> None:
         self.register_buffer(f"{prefix}_scale", grid.scale.to(torch.float64))
         self.register_buffer(f"{prefix}_zero_point", grid.zero_point.to(torch.float64))
         self._qrange[prefix] = (grid.qmin, grid.qmax)
         self._clip[prefix] = grid.clip
+        per_tensor = grid.scale.dim() == 0 and grid.zero_point.dim() == 0
+        self._floats[prefix] = (float(grid.scale), float(grid.zero_point)) if per_tensor else None
+
+    def grid(self, prefix: str) -> Grid:
+        """The grid ``prefix`` (``input``, ``input0``, ``output``, ...) as built, e.g. to store it.
+
+        Example:
+            >>> g = Grid(torch.tensor(4.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), -8, 7)
+            >>> w = QuantWrapper(nn.Identity(), "fake"); w._set_grid("output", g); w.grid("output").qmax
+            7
+        """
+        return Grid(self._scale(prefix), self._zp(prefix), *self._qrange[prefix], self._clip[prefix])
 
     def _scale(self, prefix: str) -> torch.Tensor:
         return getattr(self, f"{prefix}_scale")
@@ -143,20 +157,57 @@ class QuantWrapper(nn.Module):
     def _zp(self, prefix: str) -> torch.Tensor:
         return getattr(self, f"{prefix}_zero_point")
 
+    def _codes(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        """Codes ``clamp(round(scale * x - zp))`` of ``x`` on grid ``prefix`` (integer-valued float64).
+
+        The same float64 operations in the same order as :func:`~compress.quant.primitives.quantize`,
+        done in place on one fresh tensor.
+        """
+        consts = self._floats[prefix]
+        if consts is None:
+            return quantize(x, self._scale(prefix), self._zp(prefix), *self._qrange[prefix])
+        scale, zp = consts
+        codes = _scaled64(x, scale)
+        if zp:  # x - 0.0 == x bit for bit, so the subtraction is only skipped when it changes nothing
+            codes.sub_(zp)
+        return codes.round_().clamp_(*self._qrange[prefix])
+
     def _quantize_input(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
         """Codes of ``x`` on grid ``prefix`` plus its zero point: the integer value fed to the arithmetic."""
-        return quantize(x, self._scale(prefix), self._zp(prefix), *self._qrange[prefix]) + self._zp(prefix)
+        consts = self._floats[prefix]
+        zp = self._zp(prefix) if consts is None else consts[1]
+        return self._codes(x, prefix).add_(zp)
 
     def _emit(
-        self, value: torch.Tensor, requant: torch.Tensor, dtype: torch.dtype, axis: int | None = None
+        self,
+        value: torch.Tensor,
+        requant: torch.Tensor | float,
+        dtype: torch.dtype,
+        axis: int | None = None,
+        owned: bool = False,
     ) -> torch.Tensor:
-        """Requantize ``value * requant`` onto the output grid (counting clamped values) and dequantize."""
-        codes = quantize_unclamped(value, requant, self.output_zero_point, axis)
+        """Requantize ``value * requant`` onto the output grid (counting clamped values) and dequantize.
+
+        Same float64 operations as ``quantize_unclamped`` -> clamp -> ``dequantize``; the division
+        stays by the (device) scale tensor, as in :func:`~compress.quant.primitives.dequantize`.
+        ``owned``: ``value`` is a float64 temporary of the caller's that may be overwritten.
+        """
+        if isinstance(requant, torch.Tensor) and requant.dim() and axis is not None:
+            requant = _along(requant, value, axis)
+        if owned and value.dtype == torch.float64 and isinstance(requant, float) and requant == 1.0:
+            codes = value  # x * 1.0 == x bit for bit: skip the copy
+        else:
+            codes = _scaled64(value, requant)
+        consts = self._floats["output"]
+        zp = self.output_zero_point if consts is None else consts[1]
+        if consts is None or zp:
+            codes.sub_(zp)
+        codes.round_()
         qmin, qmax = self._qrange["output"]
         if self.track_saturation:
             self.saturated += int(((codes < qmin) | (codes > qmax)).sum())
             self.observed += codes.numel()
-        return dequantize(torch.clamp(codes, qmin, qmax), self.output_scale, self.output_zero_point, dtype=dtype)
+        return codes.clamp_(qmin, qmax).add_(zp).div_(self.output_scale).to(dtype)
 
     def saturation_pct(self) -> float | None:
         """Share (percent) of output values clamped while ``track_saturation`` was on; None if none seen."""

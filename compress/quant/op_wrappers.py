@@ -8,15 +8,23 @@ tensor, same stats), re-quantizing a dequantized value returns the same code, so
   s_out / s_i))`` in the accumulator range, then summed (clamped again) or concatenated;
   ``y_q = clamp(sum - zp_out)``.
 * mult: ``acc = prod(q_i + zp_i)`` (clamped after each product), ``s_acc = prod(s_i)``,
-  ``y_q = clamp(round(acc * s_out / s_acc - zp_out))``.
+  ``y_q = clamp(round(acc * s_out / s_acc - zp_out))``. The product runs in int32
+  (``kernel == "int32"``) when no partial product can overflow it, else emulated in float64
+  (``kernel == "emulated"``); both are exact and give the same bits.
+
+Every factor that does not depend on the inputs (rescale factors, requantization) is computed when
+the wrapper is built, not per call.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from compress.errors import QuantizationError
 from compress.quant._base import Grid, QuantWrapper
+from compress.quant.intkernels import int_product, product_fits_int32
 from compress.quant.primitives import accum_range, approx_scale
 
 __all__ = ["EltwiseAddQuantWrapper", "EltwiseMultQuantWrapper", "ConcatQuantWrapper"]
@@ -36,15 +44,21 @@ class _OpWrapper(QuantWrapper):
         mult_bits: int | None = None,
         half_range: bool = False,
         note: str = "",
+        integer_kernels: str = "auto",
     ) -> None:
         super().__init__(wrapped, self.KIND, note)
-        self.mult_bits = mult_bits
+        if integer_kernels not in ("auto", "off"):
+            raise QuantizationError(f"integer_kernels must be 'auto' or 'off', got {integer_kernels!r}.")
+        self.mult_bits, self.bits_accum, self.integer_kernels = mult_bits, bits_accum, integer_kernels
         for i, grid in enumerate(input_grids):
             self._set_grid(f"input{i}", grid)
         self._set_grid("output", output_grid)
         self.num_inputs = len(input_grids)
         self.accum = accum_range(bits_accum)
         self.half_range = half_range
+        # Rescale factors onto the output grid, once (floats for per-tensor grids, the usual case).
+        factors = [approx_scale(output_grid.scale / g.scale, mult_bits) for g in input_grids]
+        self._factors = [float(f) if f.dim() == 0 else None for f in factors]
 
     def _integer_inputs(self, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         if len(inputs) != self.num_inputs:
@@ -54,17 +68,23 @@ class _OpWrapper(QuantWrapper):
             )
         return [self._quantize_input(x, f"input{i}") for i, x in enumerate(inputs)]
 
-    def _rescaled(self, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-        out = []
-        for i, x_int in enumerate(self._integer_inputs(inputs)):
-            factor = approx_scale(self.output_scale / self._scale(f"input{i}"), self.mult_bits)
-            out.append(torch.clamp(torch.round(x_int * factor), *self.accum))
-        return out
+    def _factor(self, i: int) -> torch.Tensor | float:
+        factor = self._factors[i]
+        if factor is None:  # per-channel grids: from the (device) buffers
+            return approx_scale(self.output_scale / self._scale(f"input{i}"), self.mult_bits)
+        return factor
 
-    def _finish(self, acc: torch.Tensor, requant: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def _rescaled(self, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        ints = self._integer_inputs(inputs)
+        return [x_int.mul_(self._factor(i)).round_().clamp_(*self.accum) for i, x_int in enumerate(ints)]
+
+    def _finish(self, acc: torch.Tensor, requant: torch.Tensor | float, dtype: torch.dtype) -> torch.Tensor:
         if self.half_range:
             acc = torch.relu(acc)
-        return self._emit(acc, requant, dtype)
+        return self._emit(acc, requant, dtype, owned=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "kernel": getattr(self, "kernel", None)}
 
 
 def _float_dtype(inputs: tuple[torch.Tensor, ...]) -> torch.dtype:
@@ -87,8 +107,8 @@ class EltwiseAddQuantWrapper(_OpWrapper):
         parts = self._rescaled(inputs)
         acc = parts[0]
         for r in parts[1:]:
-            acc = torch.clamp(acc + r, *self.accum)
-        return self._finish(acc, torch.ones_like(self.output_scale), _float_dtype(inputs))
+            acc = acc.add_(r).clamp_(*self.accum)
+        return self._finish(acc, 1.0, _float_dtype(inputs))
 
 
 class ConcatQuantWrapper(_OpWrapper):
@@ -105,7 +125,7 @@ class ConcatQuantWrapper(_OpWrapper):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         acc = torch.cat(self._rescaled(inputs), dim=self.wrapped.dim)
-        return self._finish(acc, torch.ones_like(self.output_scale), _float_dtype(inputs))
+        return self._finish(acc, 1.0, _float_dtype(inputs))
 
 
 class EltwiseMultQuantWrapper(_OpWrapper):
@@ -129,14 +149,25 @@ class EltwiseMultQuantWrapper(_OpWrapper):
         mult_bits: int | None = None,
         half_range: bool = False,
         note: str = "",
+        integer_kernels: str = "auto",
     ) -> None:
-        super().__init__(wrapped, input_grids, output_grid, bits_accum, mult_bits, half_range, note)
+        super().__init__(wrapped, input_grids, output_grid, bits_accum, mult_bits, half_range, note, integer_kernels)
         accum_scale = approx_scale(torch.prod(torch.stack([g.scale for g in input_grids])), mult_bits)
         self.register_buffer("requant_scale", approx_scale(output_grid.scale / accum_scale, mult_bits))
+        self._requant = float(self.requant_scale) if self.requant_scale.dim() == 0 else None
+        bounds = [int(max(abs(g.qmin + g.zero_point.min()), abs(g.qmax + g.zero_point.max()))) for g in input_grids]
+        fits = product_fits_int32(bounds, self.accum)
+        self.kernel = "int32" if integer_kernels == "auto" and fits else "emulated"
+        if integer_kernels == "auto" and not fits:
+            self.note = "; ".join(n for n in (self.note, "kernel emulated: int32 product could overflow") if n)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         ints = self._integer_inputs(inputs)
-        acc = ints[0]
-        for x_int in ints[1:]:
-            acc = torch.clamp(acc * x_int, *self.accum)
-        return self._finish(acc, self.requant_scale, _float_dtype(inputs))
+        if self.kernel == "int32":
+            acc = int_product(ints, self.accum)
+        else:
+            acc = ints[0]
+            for x_int in ints[1:]:
+                acc = torch.clamp(acc * x_int, *self.accum)
+        requant = self.requant_scale if self._requant is None else self._requant
+        return self._finish(acc, requant, _float_dtype(inputs))

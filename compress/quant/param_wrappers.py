@@ -25,6 +25,7 @@ from torch import nn
 
 from compress.errors import QuantizationError
 from compress.quant._base import Grid, QuantWrapper, summarize
+from compress.quant.intkernels import conv_columns, conv_supported, plan_int_matmul
 from compress.quant.primitives import (
     accum_range,
     approx_scale,
@@ -139,15 +140,31 @@ class _WeightedWrapper(QuantWrapper):
 
 
 class LinearQuantWrapper(_WeightedWrapper):
-    """Integer ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` with exact float64 accumulation (see module doc).
+    """Integer ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d``, exact (see module doc).
+
+    The product runs as a real int8 x int8 -> int32 ``torch._int_mm`` (``kernel == "int_mm"``, see
+    compress/quant/intkernels.py) when the codes fit int8 and the int32 accumulator cannot overflow,
+    else as the exact float64 emulation (``kernel == "emulated"``); both give the same bits.
+
+    Args:
+        wrapped: the float module (kept as ``.wrapped``, never modified).
+        qweight: its quantized weight (possibly shared with a tied module).
+        input_grid: grid of the input (from its ``inputs[0]`` stats).
+        output_grid: grid of the output.
+        bits_accum: accumulator width; the sum is clamped to its range.
+        mult_bits: multiply-and-shift approximation of the scales (None: exact scales).
+        half_range: ReLU-like output (negative accumulators zeroed).
+        note: shown in the per-layer report.
+        integer_kernels: ``auto`` (int8 products where they are exact) or ``off`` (always emulate).
+        bias_int: the integer bias when it is known already (a loaded artifact); else it is quantized now.
 
     Example:
         >>> from compress.quant._base import Grid
         >>> fc = nn.Linear(2, 1)
         >>> g = Grid(torch.tensor(10.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), -128, 127)
         >>> w = LinearQuantWrapper(fc, quantize_weight(fc.weight, 8, "symmetric", False), g, g, 32, None)
-        >>> w(torch.zeros(3, 2)).shape
-        torch.Size([3, 1])
+        >>> w(torch.zeros(3, 2)).shape, w.kernel
+        (torch.Size([3, 1]), 'int_mm')
     """
 
     def __init__(
@@ -160,16 +177,32 @@ class LinearQuantWrapper(_WeightedWrapper):
         mult_bits: int | None,
         half_range: bool = False,
         note: str = "",
+        integer_kernels: str = "auto",
+        bias_int: torch.Tensor | None = None,
     ) -> None:
         super().__init__(wrapped, "linear", qweight, note)
         self._set_grid("input", input_grid)
         self._set_grid("output", output_grid)
-        self.half_range = half_range
+        self.half_range, self.bits_accum, self.mult_bits = half_range, bits_accum, mult_bits
         self.accum = accum_range(bits_accum)
         accum_scale = approx_scale(input_grid.scale * qweight.scale, mult_bits)
+        self.register_buffer("accum_scale", accum_scale, persistent=False)
         self.register_buffer("requant_scale", approx_scale(output_grid.scale / accum_scale, mult_bits))
-        self.register_buffer("bias_int", self._bias_int(accum_scale))
+        bias = self._bias_int(accum_scale) if bias_int is None else bias_int.to(torch.float64)
+        self.register_buffer("bias_int", bias)
         self._check_exact(input_grid)
+        self._linear = isinstance(wrapped, nn.Linear)
+        # A per-tensor requantization factor as a float; a per-channel one stays a (device) buffer.
+        self._requant = float(self.requant_scale) if self.requant_scale.dim() == 0 else None
+        self.integer_kernels = integer_kernels
+        self.kernel, self.int_mm = "emulated", None
+        why = self._plan_kernel(integer_kernels)
+        if why and integer_kernels != "off":
+            self.note = "; ".join(n for n in (self.note, f"kernel emulated: {why}") if n)
+        # The emulation's float64 weight, converted once here instead of on every call.
+        weight64 = self.qweight.int_weight.to(torch.float64) if self.int_mm is None else None
+        self.register_buffer("weight64", weight64, persistent=False)
+        self._refused: set[tuple[str, int]] = set()
 
     def _bias_int(self, accum_scale: torch.Tensor) -> torch.Tensor | None:
         # Quantized now, from the calibrated input scale: the old tool did it lazily from the first batch.
@@ -177,6 +210,25 @@ class LinearQuantWrapper(_WeightedWrapper):
         if bias is None:
             return None
         return torch.clamp(torch.round(bias.detach().to(torch.float64) * accum_scale), *self.accum)
+
+    def _plan_kernel(self, integer_kernels: str) -> str:
+        """Pick the integer kernel when it is exact here; returns why not ("" when it is used)."""
+        if integer_kernels not in ("auto", "off"):
+            raise QuantizationError(f"integer_kernels must be 'auto' or 'off', got {integer_kernels!r}.")
+        if integer_kernels == "off":
+            return "integer_kernels: off"
+        why = "" if self._linear else conv_supported(self.wrapped)
+        if not why and self._floats["input"] is None:
+            why = "per-channel input grid"
+        if why:
+            return why
+        zp_x = self._floats["input"][1]
+        qw = self.qweight
+        self.int_mm, why = plan_int_matmul(
+            qw.int_weight, qw.zero_point, self._qrange["input"], None, zp_x, self.bias_int
+        )
+        self.kernel = "emulated" if self.int_mm is None else "int_mm"
+        return why
 
     def _check_exact(self, input_grid: Grid) -> None:
         # Every partial sum is bounded by fan_in * max|x_int| * max|w_int| (+ bias, below the accumulator
@@ -191,11 +243,13 @@ class LinearQuantWrapper(_WeightedWrapper):
             )
 
     def _channel_axis(self) -> int:
-        return -1 if isinstance(self.wrapped, nn.Linear) else 1
+        # Counted from the end, so batched and unbatched conv inputs both find their channels.
+        return -1 if self._linear else -2 if isinstance(self.wrapped, nn.Conv1d) else -3
 
     def _accumulate(self, x_int: torch.Tensor) -> torch.Tensor:
-        w = self.qweight.int_weight.to(torch.float64)
-        if isinstance(self.wrapped, nn.Linear):
+        """The emulation: float64 product of integers (exact), plus the integer bias."""
+        w = self.weight64 if self.weight64 is not None else self.qweight.int_weight.to(torch.float64)
+        if self._linear:
             acc = F.linear(x_int, w)
         else:  # zero padding of x_int is exact: integer 0 is the real value 0 on every grid
             acc = self.wrapped._conv_forward(x_int, w, None)
@@ -203,14 +257,50 @@ class LinearQuantWrapper(_WeightedWrapper):
             shape = [1] * acc.dim()
             shape[self._channel_axis()] = -1
             acc = acc + self.bias_int.reshape(shape)
-        return torch.clamp(acc, *self.accum)
+        return acc
+
+    def _int_accumulate(self, x: torch.Tensor) -> torch.Tensor:
+        """The int8 kernel: shifted input codes -> exact accumulators with the bias (same values as emulated)."""
+        mm = self.int_mm
+        if self._linear:
+            codes = self._codes(x, "input")
+            if mm.x_shift:
+                codes.sub_(mm.x_shift)
+            acc = mm(codes.reshape(-1, mm.in_features))
+            return acc.reshape(*x.shape[:-1], mm.out_features)
+        x_int = self._quantize_input(x, "input")
+        unbatched = x_int.dim() == (2 if isinstance(self.wrapped, nn.Conv1d) else 3)
+        cols, shape = conv_columns(x_int.unsqueeze(0) if unbatched else x_int, self.wrapped)
+        acc = mm(cols.sub_(mm.c_x) if mm.c_x else cols)
+        acc = acc.reshape(shape[0], -1, mm.out_features).transpose(1, 2).reshape(shape[0], mm.out_features, *shape[1:])
+        return acc.squeeze(0) if unbatched else acc
+
+    def _use_int_mm(self, x: torch.Tensor) -> bool:
+        return self.int_mm is not None and (x.device.type, x.numel() // max(x.shape[-1], 1)) not in self._refused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        acc = self._accumulate(self._quantize_input(x, "input"))
+        acc = None
+        if self._use_int_mm(x):
+            try:
+                acc = self._int_accumulate(x)
+            except RuntimeError as err:  # e.g. CUDA's _int_mm refuses some shapes: emulate those calls
+                self._refuse(x, err)
+        if acc is None:
+            acc = self._accumulate(self._quantize_input(x, "input"))
+        acc = acc.clamp_(*self.accum)
         if self.half_range:
-            acc = torch.relu(acc)
-        axis = self._channel_axis() if self.requant_scale.dim() else None
-        return self._emit(acc, self.requant_scale, x.dtype, axis)
+            acc = acc.relu_()
+        requant = self.requant_scale if self._requant is None else self._requant
+        return self._emit(acc, requant, x.dtype, self._channel_axis())
+
+    def _refuse(self, x: torch.Tensor, err: RuntimeError) -> None:
+        key = (x.device.type, x.numel() // max(x.shape[-1], 1))
+        self._refused.add(key)
+        first_line = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        self.note = "; ".join(n for n in (self.note, f"int_mm refused on {key[0]} ({first_line}): emulated") if n)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "kernel": self.kernel}
 
     def _bias_bytes(self) -> int:
         return 0 if self.bias_int is None else self.bias_int.numel() * 4

@@ -127,6 +127,9 @@ class PostTrainLinearQuantizer:
         legacy_symmetric: the old tool's symmetric formula (reproduces the notebook's scales).
         missing_stats: ``error`` or ``warn`` (the layer is left float and the row says so).
         clip_percentile: percentile for ``percentile`` clipping.
+        integer_kernels: ``auto`` runs products as real integer kernels (``torch._int_mm`` int8 x int8 ->
+            int32, int32 element-wise products) wherever that is exact, ``off`` always emulates in float64;
+            the outputs are the same bits either way (the per-layer row's ``kernel`` says which ran).
 
     Example:
         >>> q = PostTrainLinearQuantizer(nn.Sequential(nn.Linear(2, 2)), mode="ASYMMETRIC_SIGNED")
@@ -153,9 +156,13 @@ class PostTrainLinearQuantizer:
         legacy_symmetric: bool = False,
         missing_stats: str = "error",
         clip_percentile: float | None = None,
+        integer_kernels: str = "auto",
     ) -> None:
         if missing_stats not in ("error", "warn"):
             raise QuantizationError(f"missing_stats must be 'error' or 'warn', got {missing_stats!r}.")
+        if integer_kernels not in ("auto", "off"):
+            raise QuantizationError(f"integer_kernels must be 'auto' or 'off', got {integer_kernels!r}.")
+        self.integer_kernels = integer_kernels
         self.model, self.stats = model, stats
         self.defaults = default_settings(
             bits_activations=bits_activations,
@@ -241,7 +248,7 @@ class PostTrainLinearQuantizer:
         plans = self.final_plan(stats)
         model = copy.deepcopy(self.model)
         modules, paths = dict(model.named_modules()), module_paths(model)
-        ctx = BuildContext(legacy_symmetric=self.legacy_symmetric)
+        ctx = BuildContext(legacy_symmetric=self.legacy_symmetric, integer_kernels=self.integer_kernels)
         for plan in plans:
             wrapper = build_wrapper(modules[plan.name], plan, stats.get(plan.name), ctx)
             if wrapper is not None:

@@ -24,6 +24,7 @@ ROW_KEYS = (
     "module",
     "type",
     "kind",
+    "kernel",
     "rule",
     "bits",
     "mode",

@@ -115,6 +115,12 @@ POST_TRAIN_LINEAR_SCHEMA: dict[str, Any] = {
             "enum": ["error", "warn"],
             "description": "A layer without stats: error (default) or warn and leave it float.",
         },
+        "integer_kernels": {
+            "type": "string",
+            "enum": ["auto", "off"],
+            "description": "auto (default): products run as real int8/int32 integer kernels wherever that is "
+            "exact (same bits as the emulation); off: always the float64 emulation.",
+        },
     },
     "additionalProperties": False,
 }

@@ -100,7 +100,8 @@ class FakeQuantWrapper(QuantWrapper):
             )
         if self.half_range:
             out = torch.relu(out)
-        return self._emit(out, self.output_scale, out.dtype)
+        scale = self.output_scale if self._floats["output"] is None else self._floats["output"][0]
+        return self._emit(out, scale, out.dtype)
 
 
 def _cast(obj: Any, dtype: torch.dtype) -> Any:
@@ -168,10 +169,12 @@ class BuildContext:
     Attributes:
         legacy_symmetric: old-tool symmetric numerator ``2^(b-1)-1``.
         bank: quantized weights by ``id`` of the float Parameter, so tied weights are quantized once.
+        integer_kernels: ``auto`` (real integer products where exact) or ``off`` (float64 emulation only).
     """
 
     legacy_symmetric: bool = False
     bank: dict[int, QuantizedWeight] = field(default_factory=dict)
+    integer_kernels: str = "auto"
 
 
 def _shared_weight(module: nn.Module, plan: LayerPlan, ctx: BuildContext) -> tuple[QuantizedWeight, str]:
@@ -204,7 +207,10 @@ def _build_linear(module: nn.Module, plan: LayerPlan, entry: Mapping[str, Any], 
     grid_in = activation_grid(records[0], s, f"{name} input 0", ctx.legacy_symmetric)
     grid_out = _output_grid(entry, plan, ctx)
     mult, half = s["scale_approx_mult_bits"], s["clip_half_range"]
-    return LinearQuantWrapper(module, qweight, grid_in, grid_out, s["bits_accum"], mult, half, _join(plan.note, note))
+    note = _join(plan.note, note)
+    return LinearQuantWrapper(
+        module, qweight, grid_in, grid_out, s["bits_accum"], mult, half, note, ctx.integer_kernels
+    )
 
 
 def _output_grid(entry: Mapping[str, Any], plan: LayerPlan, ctx: BuildContext) -> Grid:
@@ -222,7 +228,7 @@ def _build_op(module: nn.Module, plan: LayerPlan, entry: Mapping[str, Any], ctx:
     grids = [activation_grid(r, s, f"{name} input {i}", ctx.legacy_symmetric) for i, r in enumerate(records)]
     out = _output_grid(entry, plan, ctx)
     mult, half = s["scale_approx_mult_bits"], s["clip_half_range"]
-    return _OPS[plan.kind](module, grids, out, s["bits_accum"], mult, half, plan.note)
+    return _OPS[plan.kind](module, grids, out, s["bits_accum"], mult, half, plan.note, ctx.integer_kernels)
 
 
 def build_wrapper(
@@ -247,6 +253,13 @@ def build_wrapper(
           (wrapped): Sigmoid()
         )
     """
+    wrapper = _build(module, plan, entry, ctx)
+    if wrapper is not None:
+        wrapper.layer_plan = plan  # what built it: an exported artifact stores it to rebuild the wrapper
+    return wrapper
+
+
+def _build(module: nn.Module, plan: LayerPlan, entry: Mapping[str, Any] | None, ctx: BuildContext) -> nn.Module | None:
     kind = plan.kind
     if kind == "none":
         return None
