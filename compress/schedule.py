@@ -410,11 +410,14 @@ def validate(data: Any) -> list[Problem]:
 
 
 def _where(source: str, marks: dict[Path_, tuple[int, int]], path: Path_) -> str:
-    p = path
-    while p not in marks and p:
-        p = p[:-1]
-    line, col = marks.get(p, (1, 1))
+    line, col = _line_col(marks, path)
     return f"{source}:{line}:{col}"
+
+
+def _line_col(marks: dict[Path_, tuple[int, int]], path: Path_) -> tuple[int, int]:
+    while path not in marks and path:
+        path = path[:-1]
+    return marks.get(path, (1, 1))
 
 
 def _strip_key_marker(path: Path_) -> Path_:
@@ -426,7 +429,8 @@ def _strip_key_marker(path: Path_) -> Path_:
 def report_problems(source: str, marks: dict[Path_, tuple[int, int]], problems: list[Problem]) -> ScheduleError:
     """One ScheduleError whose message lists every problem with file:line:col and YAML path."""
     lines = [f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''}."]
-    for pr in problems:
+    located = sorted(problems, key=lambda pr: _line_col(marks, pr.path))
+    for pr in located:
         lines.append(f"{_where(source, marks, pr.path)}: {format_path(_strip_key_marker(pr.path))}: {pr.message}")
     return ScheduleError("\n".join(lines))
 
