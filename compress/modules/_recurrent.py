@@ -288,7 +288,9 @@ def run_direction(
         (torch.Size([5, 3]), torch.Size([2, 3]))
     """
     # The input projection of all time steps in one call: exact, and far cheaper than T small calls.
-    steps = torch.split(cell.fc_gate_x(data), sizes)
+    projected = cell.fc_gate_x(data)
+    # A model that calls the layer one step at a time pays no split per call.
+    steps = (projected,) if len(sizes) == 1 else torch.split(projected, sizes)
     run = _run_backward if reverse else _run_forward
     out, final = run(cell.step, steps, sizes, initial)
     return torch.cat(out), final

@@ -190,12 +190,13 @@ class QuantWrapper(nn.Module):
 
         Same float64 operations as ``quantize_unclamped`` -> clamp -> ``dequantize``; the division
         stays by the (device) scale tensor, as in :func:`~compress.quant.primitives.dequantize`.
-        ``owned``: ``value`` is a float64 temporary of the caller's that may be overwritten.
+        ``owned``: ``value`` is the caller's float64 temporary and may be overwritten (no copy is made).
         """
         if isinstance(requant, torch.Tensor) and requant.dim() and axis is not None:
             requant = _along(requant, value, axis)
-        if owned and value.dtype == torch.float64 and isinstance(requant, float) and requant == 1.0:
-            codes = value  # x * 1.0 == x bit for bit: skip the copy
+        if owned and value.dtype == torch.float64:
+            # x * 1.0 == x bit for bit: add/concat skip the multiplication
+            codes = value if isinstance(requant, float) and requant == 1.0 else value.mul_(requant)
         else:
             codes = _scaled64(value, requant)
         consts = self._floats["output"]

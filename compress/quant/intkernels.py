@@ -87,16 +87,20 @@ class IntMatmul(nn.Module):
         a8 = a.to(torch.int8)
         rows = a8.shape[0]
         if rows <= _MM_ROWS:
-            acc = torch._int_mm(a8, self.weight_t).to(torch.float64)
+            mm = torch._int_mm(a8, self.weight_t)
         else:
-            acc = torch.empty(rows, self.out_features, dtype=torch.float64, device=a.device)
+            mm = torch.empty(rows, self.out_features, dtype=torch.int32, device=a.device)
             for i in range(0, rows, _MM_ROWS):
-                acc[i : i + _MM_ROWS] = torch._int_mm(a8[i : i + _MM_ROWS], self.weight_t)
+                torch._int_mm(a8[i : i + _MM_ROWS], self.weight_t, out=mm[i : i + _MM_ROWS])
+        # Fewest passes over [M, N]: the corrections are built in float64 and the int32 product is added
+        # into them (the addition converts it exactly); a row sum of integer codes in float64 is exact.
         if self.c_w is not None:
-            acc.addr_(a8.sum(1, dtype=torch.int32).to(torch.float64), self.c_w)
+            rows_sum = a.sum(1)
+            corr = torch.outer(rows_sum, self.c_w) if self.const is None else torch.addr(self.const, rows_sum, self.c_w)
+            return corr.add_(mm)
         if self.const is not None:
-            acc.add_(self.const)
-        return acc
+            return torch.add(mm, self.const)
+        return mm.to(torch.float64)
 
     def extra_repr(self) -> str:
         return f"int8 {self.in_features} -> {self.out_features}, x_shift={self.x_shift}, c_x={self.c_x:g}"

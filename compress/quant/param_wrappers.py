@@ -191,6 +191,7 @@ class LinearQuantWrapper(_WeightedWrapper):
         bias = self._bias_int(accum_scale) if bias_int is None else bias_int.to(torch.float64)
         self.register_buffer("bias_int", bias)
         self._check_exact(input_grid)
+        self._clamp_acc = self._accumulator_can_saturate(input_grid)
         self._linear = isinstance(wrapped, nn.Linear)
         # A per-tensor requantization factor as a float; a per-channel one stays a (device) buffer.
         self._requant = float(self.requant_scale) if self.requant_scale.dim() == 0 else None
@@ -242,6 +243,16 @@ class LinearQuantWrapper(_WeightedWrapper):
                 "lower bits_activations/bits_weights for it."
             )
 
+    def _accumulator_can_saturate(self, input_grid: Grid) -> bool:
+        # |acc| <= max|x_int| * max_n sum_k |w_int[n, k]| + max|bias|: within the accumulator's range the
+        # clamp changes nothing, so it is skipped (one pass less over the outputs, same bits).
+        zp = float(input_grid.zero_point.abs().max())
+        x_max = max(abs(input_grid.qmin), abs(input_grid.qmax)) + zp
+        w = self.qweight.int_weight
+        bound = x_max * float(w.reshape(w.shape[0], -1).abs().to(torch.float64).sum(1).max())
+        bound += 0.0 if self.bias_int is None else float(self.bias_int.abs().max())
+        return bound > min(-self.accum[0], self.accum[1])
+
     def _channel_axis(self) -> int:
         # Counted from the end, so batched and unbatched conv inputs both find their channels.
         return -1 if self._linear else -2 if isinstance(self.wrapped, nn.Conv1d) else -3
@@ -287,11 +298,12 @@ class LinearQuantWrapper(_WeightedWrapper):
                 self._refuse(x, err)
         if acc is None:
             acc = self._accumulate(self._quantize_input(x, "input"))
-        acc = acc.clamp_(*self.accum)
+        if self._clamp_acc:
+            acc = acc.clamp_(*self.accum)
         if self.half_range:
             acc = acc.relu_()
         requant = self.requant_scale if self._requant is None else self._requant
-        return self._emit(acc, requant, x.dtype, self._channel_axis())
+        return self._emit(acc, requant, x.dtype, self._channel_axis(), owned=True)
 
     def _refuse(self, x: torch.Tensor, err: RuntimeError) -> None:
         key = (x.device.type, x.numel() // max(x.shape[-1], 1))
