@@ -47,6 +47,7 @@ class ExperimentResult:
     metrics: dict[str, float] = field(default_factory=dict)
     eval_seconds: float = 0.0
     weight_bytes: int = 0
+    artifact_bytes: int | None = None  # size on disk of the exported <name>.qpt (experiments with export: true)
     layers: list[dict[str, Any]] = field(default_factory=list)
     plan: list[dict[str, Any]] = field(default_factory=list)
     stats_key: str | None = None
@@ -63,6 +64,7 @@ class RunResult:
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiments: list[ExperimentResult] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    checkpoint_bytes: int = 0  # the float model's state dict (what its fp32 checkpoint stores)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -325,6 +327,7 @@ def run(
         float_model = build_model(schedule, device)
         data = build_data(schedule)
         check_data(schedule, float_model, data)
+    result.checkpoint_bytes = sum(v.numel() * v.element_size() for v in float_model.state_dict().values())
     with _timed(t, "convert"):
         model, result.conversions = convert(schedule, float_model, data)
     calib_batch = _first_batch(data, "calibration")
@@ -371,6 +374,11 @@ def _run_experiment(
         ev, er.eval_seconds = evaluate(schedule, qmodel, data, progress)
     er.metric, er.value, er.metrics = ev["metric"], float(ev["value"]), dict(ev.get("metrics", {}))
     er.weight_bytes = weight_bytes(qmodel)
+    if exp.get("export"):
+        from compress.quant import save_quantized  # the artifact format belongs to the quant stage
+
+        with _timed(t, "export"), _at(schedule, ("experiments", i, "export")):
+            er.artifact_bytes = save_quantized(qmodel, out_dir / f"{er.name}.qpt")
     if quantizer is not None:
         with _timed(t, "layer_report"):
             er.layers = list(quantizer.layer_records(lambda m: _run_batch(m, calib_batch)))

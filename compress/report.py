@@ -81,6 +81,7 @@ def comparison_rows(result: RunResult) -> list[dict[str, Any]]:
             bk = base.metrics.get(k, float("nan")) if base else float("nan")
             row[f"delta_{k}_pct"] = _delta(row[k], bk)
         row["weight_bytes"] = e.weight_bytes
+        row["artifact_bytes"] = e.artifact_bytes
         row["eval_seconds"] = e.eval_seconds
         row["time_ratio"] = e.eval_seconds / base.eval_seconds if base and base.eval_seconds > 0 else float("nan")
         rows.append(row)
@@ -91,26 +92,42 @@ def _delta(v: float, ref: float) -> float:
     return (v - ref) / ref * 100.0 if ref and math.isfinite(ref) and ref != 0 else float("nan")
 
 
-def _display_comparison(rows: list[dict[str, Any]], base_name: str) -> list[list[Any]]:
+_NOT_METRICS = ("experiment", "weight_bytes", "artifact_bytes", "eval_seconds", "time_ratio")
+
+
+def _artifact_cell(n: int | None, checkpoint_bytes: int) -> str:
+    """Exported artifact size and how many times smaller than the fp32 checkpoint ("" when not exported)."""
+    if n is None:
+        return ""
+    return fmt_bytes(n) + (f" ({checkpoint_bytes / n:.2f}× smaller)" if checkpoint_bytes and n else "")
+
+
+def _display_comparison(rows: list[dict[str, Any]], base_name: str, checkpoint_bytes: int = 0) -> list[list[Any]]:
     out = []
+    exported = any(r["artifact_bytes"] is not None for r in rows)
     for r in rows:
         cells = [r["experiment"]]
         for k, v in r.items():
-            if k in ("experiment", "weight_bytes", "eval_seconds", "time_ratio"):
+            if k in _NOT_METRICS:
                 continue
             cells.append(f"{v:+.2f}%" if k.endswith("_pct") else f"{v:.4f}")
-        cells += [fmt_bytes(r["weight_bytes"]), f"{r['eval_seconds']:.2f}", f"{r['time_ratio']:.2f}"]
+        cells.append(fmt_bytes(r["weight_bytes"]))
+        cells += [_artifact_cell(r["artifact_bytes"], checkpoint_bytes)] if exported else []
+        cells += [f"{r['eval_seconds']:.2f}", f"{r['time_ratio']:.2f}"]
         out.append(cells)
     return out
 
 
-def _comparison_headers(rows: list[dict[str, Any]], base_name: str) -> list[str]:
+def _comparison_headers(rows: list[dict[str, Any]], base_name: str, checkpoint_bytes: int = 0) -> list[str]:
     heads = ["experiment"]
     for k in rows[0]:
-        if k in ("experiment", "weight_bytes", "eval_seconds", "time_ratio"):
+        if k in _NOT_METRICS:
             continue
         heads.append(f"Δ vs {base_name}" if k == "delta_pct" else (f"Δ {k[6:-4]}" if k.startswith("delta_") else k))
-    return heads + ["weights", "eval s", f"× {base_name}"]
+    heads.append("weights")
+    if any(r["artifact_bytes"] is not None for r in rows):
+        heads.append(f"artifact (fp32 checkpoint {fmt_bytes(checkpoint_bytes)})")
+    return heads + ["eval s", f"× {base_name}"]
 
 
 def comparison_table(result: RunResult, fmt: str) -> str:
@@ -119,8 +136,12 @@ def comparison_table(result: RunResult, fmt: str) -> str:
         return "(no experiments)"
     base = _baseline(result)
     name = base.name if base else "baseline"
+    ckpt = result.checkpoint_bytes
     return tabulate(
-        _display_comparison(rows, name), headers=_comparison_headers(rows, name), tablefmt=fmt, disable_numparse=True
+        _display_comparison(rows, name, ckpt),
+        headers=_comparison_headers(rows, name, ckpt),
+        tablefmt=fmt,
+        disable_numparse=True,
     )
 
 
@@ -261,6 +282,7 @@ def report_json(result: RunResult) -> dict[str, Any]:
         "version": 1,
         "schedule": result.schedule.name,
         "device": result.device,
+        "checkpoint_bytes": result.checkpoint_bytes,
         "conversions": result.conversions,
         "timings": result.timings,
         "stats": list(result.stats.values()),
@@ -272,6 +294,7 @@ def report_json(result: RunResult) -> dict[str, Any]:
                 "metrics": e.metrics,
                 "delta_pct": r["delta_pct"],
                 "weight_bytes": e.weight_bytes,
+                "artifact_bytes": e.artifact_bytes,
                 "eval_seconds": e.eval_seconds,
                 "settings": e.settings,
                 "notes": e.notes,

@@ -6,6 +6,7 @@ Importing this package registers the quantizers ``post_train_linear`` and ``cast
 from compress.quant import primitives
 from compress.quant.cast import CastQuantizer
 from compress.quant.clipping import ClipMode, aciq_alpha, clip_range
+from compress.quant.export import load_quantized, save_quantized
 from compress.quant.plan import LayerPlan, resolve_plan
 from compress.quant.primitives import QuantMode
 from compress.quant.quantizer import PostTrainLinearQuantizer
@@ -21,5 +22,7 @@ __all__ = [
     "aciq_alpha",
     "clip_range",
     "is_wrapper",
+    "load_quantized",
     "resolve_plan",
+    "save_quantized",
 ]

@@ -124,6 +124,7 @@ class QuantWrapper(nn.Module):
         self.wrapped = wrapped
         self.kind = kind
         self.note = note
+        self.build_note = note  # the note as built; ``note`` may gain runtime remarks (kernel choice, fallbacks)
         self.track_saturation = False
         self.saturated = 0
         self.observed = 0
