@@ -18,7 +18,10 @@ from compress.errors import QuantizationError
 from compress.quant.clipping import clip_range
 from compress.quant.primitives import _along, approx_scale, mode_qrange, quantize, scale_zero_point
 
-__all__ = ["Grid", "activation_grid", "input_records", "output_record", "QuantWrapper", "summarize"]
+__all__ = ["Grid", "activation_grid", "input_records", "output_record", "QuantWrapper", "summarize", "CHUNK_ELEMENTS"]
+
+# Elements per chunk when a large tensor is requantized piecewise: 2 MiB of float64 stays in a core's cache.
+CHUNK_ELEMENTS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,16 @@ class QuantWrapper(nn.Module):
             self.saturated += int(((codes < qmin) | (codes > qmax)).sum())
             self.observed += codes.numel()
         return codes.clamp_(qmin, qmax).add_(zp).div_(self.output_scale).to(dtype)
+
+    def _emit_chunked(self, value: torch.Tensor, requant: torch.Tensor | float, dtype: torch.dtype) -> torch.Tensor:
+        """:meth:`_emit` with a per-tensor ``requant`` in chunks of :data:`CHUNK_ELEMENTS` (element-wise: same bits)."""
+        if value.numel() <= CHUNK_ELEMENTS or (isinstance(requant, torch.Tensor) and requant.dim()):
+            return self._emit(value, requant, dtype)
+        flat = value.reshape(-1)
+        out = torch.empty(flat.shape, dtype=dtype, device=value.device)
+        for i in range(0, flat.numel(), CHUNK_ELEMENTS):
+            out[i : i + CHUNK_ELEMENTS] = self._emit(flat[i : i + CHUNK_ELEMENTS], requant, dtype)
+        return out.view(value.shape)
 
     def saturation_pct(self) -> float | None:
         """Share (percent) of output values clamped while ``track_saturation`` was on; None if none seen."""

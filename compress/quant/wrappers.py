@@ -101,7 +101,7 @@ class FakeQuantWrapper(QuantWrapper):
         if self.half_range:
             out = torch.relu(out)
         scale = self.output_scale if self._floats["output"] is None else self._floats["output"][0]
-        return self._emit(out, scale, out.dtype)
+        return self._emit_chunked(out, scale, out.dtype)
 
 
 def _cast(obj: Any, dtype: torch.dtype) -> Any:

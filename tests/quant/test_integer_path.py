@@ -20,7 +20,8 @@ from compress.quant._base import Grid
 from compress.quant.intkernels import int8_shift, plan_int_matmul, product_fits_int32
 from compress.quant.op_wrappers import EltwiseMultQuantWrapper
 from compress.quant.param_wrappers import LinearQuantWrapper, quantize_weight
-from compress.quant.primitives import mode_qrange, scale_zero_point
+from compress.quant.primitives import fake_quantize, mode_qrange, scale_zero_point
+from compress.quant.wrappers import FakeQuantWrapper
 from tests.quant.quant_helpers import collect_stats, converted_lm, tokens
 
 MODES = ["symmetric", "symmetric_restricted", "asymmetric_signed", "asymmetric_unsigned"]
@@ -95,10 +96,24 @@ def test_odd_and_wide_shapes(k: int, n: int, rows: int, mode: str) -> None:
 
 
 def test_batch_one_leading_dims_and_chunked_rows() -> None:
-    on, off = linear_pair(seeded_linear(24, 40, seed=5), 8, 8, "asymmetric_signed", "asymmetric_signed", True)
+    on, off = linear_pair(seeded_linear(24, 400, seed=5), 8, 8, "asymmetric_signed", "asymmetric_signed", True)
     assert_same(on, off, inputs((24,), seed=1))  # unbatched
     assert_same(on, off, inputs((1, 1, 24), seed=2))
-    assert_same(on, off, inputs((3000, 24), seed=3))  # more rows than one _int_mm call takes
+    rows = inputs((3, 1000, 24), seed=3)  # processed in chunks of rows
+    whole = assert_same(on, off, rows)
+    with torch.no_grad():
+        assert torch.equal(whole[1, 700:], on(rows[1, 700:]))
+
+
+def test_fake_quant_of_a_large_tensor_in_chunks() -> None:
+    sigmoid = FakeQuantWrapper(nn.Sigmoid(), grid(0.0, 1.0, 8, "asymmetric_unsigned"))
+    sigmoid.reset_tracking(True)
+    x = inputs((700, 1000), seed=0)
+    g = sigmoid._floats["output"]
+    want = fake_quantize(torch.sigmoid(x), g[0], g[1], 0, 255)
+    with torch.no_grad():
+        assert torch.equal(sigmoid(x), want)
+    assert sigmoid.observed == x.numel()
 
 
 @pytest.mark.parametrize("bias", [False, True])

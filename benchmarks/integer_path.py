@@ -1,0 +1,280 @@
+"""Integer execution benchmark: compress's int8 path against its float64 emulation, fp32 nn.LSTM and PyTorch int8.
+
+For each shipped model (``perf_rnn_lstm.pt``; ``word_lm.pt`` when present) and the ``int8_full``
+settings (asymmetric_signed, per-channel weights, clip_acts avg, calibrated on training batches):
+
+* teacher-forced evaluation throughput (events or tokens per second over the evaluation split, with
+  compress's ``perplexity`` evaluator) of: fp32 ``nn.LSTM`` (the unconverted model), compress
+  simulated (``integer_kernels: off``), compress integer path (``auto``) and
+  ``torch.ao.quantization.quantize_dynamic`` int8 (LSTM + Linear) of the unconverted model;
+* single-sequence generation latency: batch 1, one step per call, greedy, ``--steps`` steps;
+* sizes: fp32 state dict bytes, the compress int8 artifact (``save_quantized``) and the dynamic
+  int8 state dict as ``torch.save`` writes them.
+
+Every variant runs once per round (interleaved), ratios to fp32 are taken inside a round and the
+medians over rounds are reported, so a noisy neighbour slows a whole round alike.
+
+Run: ``python benchmarks/integer_path.py [--threads 2] [--rounds 5] [--write]`` (``--write`` replaces the
+"## Integer execution" section of benchmarks/RESULTS.md). ``--compat`` measures only fp32 and the
+default quantized model, so the script also runs against a compress without ``integer_kernels``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import io
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import compress
+from compress.registry import EVALUATORS, STATS_SOURCES
+from compress.stats import StatsContext
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+SECTION = "## Integer execution"
+INT8_FULL = {"mode": "asymmetric_signed", "per_channel_wts": True, "clip_acts": "avg", "missing_stats": "warn"}
+MODELS = {
+    "perf_rnn": {
+        "model": "performance_rnn",
+        "checkpoint": "perf_rnn_lstm.pt",
+        "data": ("bach_chorales", {"evaluation_split": "validation", "window": 200, "batch_size": 64}),
+        "calibration_batches": 1,
+        "unit": "events",
+    },
+    "word_lm": {
+        "model": "word_lm",
+        "checkpoint": "word_lm.pt",
+        "data": ("gensim_wiki", {"evaluation_split": "valid", "eval_batch_size": 10, "bptt": 35}),
+        "calibration_batches": 16,
+        "unit": "tokens",
+    },
+}
+
+
+def build(name: str, compat: bool) -> tuple[dict[str, nn.Module], Any, dict[str, Any]]:
+    """The variants of one shipped model, its dataset, and facts (sizes, calibration) about it."""
+    spec = MODELS[name]
+    ckpt = compress.checkpoint_path(spec["checkpoint"])
+    fp32 = compress.build_model(spec["model"], checkpoint=ckpt).eval()
+    data_name, data_args = spec["data"]
+    if data_name == "gensim_wiki":
+        data_args = {**data_args, "vocab_from_checkpoint": str(ckpt)}
+    data = compress.build_dataset(data_name, calibration_batches=spec["calibration_batches"], **data_args)
+    modular, _ = compress.convert_rnns(copy.deepcopy(fp32))
+    modular.eval()
+    ctx = StatsContext(modular, data, "cpu", seed=0, progress=False, base_dir=ROOT)
+    stats = STATS_SOURCES.get("collect").obj(ctx, batches=spec["calibration_batches"])
+    variants = {"fp32 nn.LSTM": fp32}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # output_fc_activation never runs when scoring: left float
+        if compat:
+            variants["compress quantized"] = quantize(modular, stats, {})
+        else:
+            variants["compress simulated"] = quantize(modular, stats, {"integer_kernels": "off"})
+            variants["compress integer"] = quantize(modular, stats, {"integer_kernels": "auto"})
+            variants["PyTorch dynamic int8"] = torch.ao.quantization.quantize_dynamic(
+                copy.deepcopy(fp32), {nn.LSTM, nn.Linear}, dtype=torch.qint8
+            )
+    facts = {"checkpoint": ckpt, "fp32_bytes": state_bytes(fp32), "calibration_batches": spec["calibration_batches"]}
+    return variants, data, facts
+
+
+def quantize(model: nn.Module, stats: Any, extra: dict[str, Any]) -> nn.Module:
+    return compress.PostTrainLinearQuantizer(model, stats, **INT8_FULL, **extra).prepare_model().eval()
+
+
+def state_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def saved_bytes(obj: Any) -> int:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return len(buf.getvalue())
+
+
+def evaluate(model: nn.Module, data: Any) -> tuple[float, dict[str, Any]]:
+    start = time.perf_counter()
+    result = EVALUATORS.get("perplexity").obj(model, data, progress=False)
+    return time.perf_counter() - start, result
+
+
+def generation_step(model: nn.Module) -> Callable[[], Callable[[], None]]:
+    """A factory of one-step closures: greedy batch-1 generation that carries its own state."""
+    if hasattr(model, "inithid_fc"):  # Performance RNN: event + controls per step, state from z
+
+        def start() -> Callable[[], None]:
+            state = model.init_state(torch.zeros(1, model.init_dim))
+            event = torch.full((1, 1), model.start_event, dtype=torch.long)
+            control = torch.zeros(1, 1, model.control_dim)
+            box = [event, state]
+
+            def step() -> None:
+                logits, box[1] = model.step(box[0], control, box[1])
+                box[0] = logits.argmax(-1)
+
+            return step
+
+        return start
+
+    def start_lm() -> Callable[[], None]:
+        box = [torch.zeros(1, 1, dtype=torch.long), None]
+
+        def step() -> None:
+            logits, box[1] = model(box[0], box[1])
+            box[0] = logits.argmax(-1)
+
+        return step
+
+    return start_lm
+
+
+def generation_ms(model: nn.Module, steps: int) -> float:
+    step = generation_step(model)()
+    with torch.no_grad():
+        step()  # warm-up
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+    return (time.perf_counter() - start) / steps * 1e3
+
+
+def measure(name: str, rounds: int, steps: int, compat: bool) -> dict[str, Any]:
+    variants, data, facts = build(name, compat)
+    first = {k: evaluate(m, data)[1] for k, m in variants.items()}  # warm-up, and the metrics
+    units = int(first["fp32 nn.LSTM"]["metrics"]["tokens"])
+    evals: dict[str, list[float]] = {k: [] for k in variants}
+    gens: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for key, model in variants.items():
+            evals[key].append(evaluate(model, data)[0])
+            gens[key].append(generation_ms(model, steps))
+    artifact = Path(tempfile.mkdtemp()) / f"{name}.qpt"
+    quantized = variants.get("compress integer", variants.get("compress quantized"))
+    facts["artifact_bytes"] = compress.save_quantized(quantized, artifact)
+    if "PyTorch dynamic int8" in variants:
+        facts["dynamic_bytes"] = saved_bytes(variants["PyTorch dynamic int8"].state_dict())
+    facts["fp32_file_bytes"] = saved_bytes(variants["fp32 nn.LSTM"].state_dict())
+    return {"name": name, "unit": MODELS[name]["unit"], "units": units, "metrics": first, "evals": evals,
+            "gens": gens, "facts": facts, "steps": steps}  # fmt: skip
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    """Median over rounds of ``den / num`` (speed-up of ``num``'s variant over ``den``'s, per round)."""
+    return statistics.median(d / n for n, d in zip(num, den, strict=True))
+
+
+def model_section(m: dict[str, Any]) -> list[str]:
+    ref = m["evals"]["fp32 nn.LSTM"]
+    gref = m["gens"]["fp32 nn.LSTM"]
+    lines = [
+        f"### {m['name']} ({m['units']} {m['unit']} per evaluation)",
+        "",
+        f"| variant | perplexity | eval s (median) | {m['unit']}/s | × fp32 nn.LSTM | "
+        f"generation ms/step | × fp32 nn.LSTM |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, times in m["evals"].items():
+        ppl = m["metrics"][key]["value"]
+        sec, gen = statistics.median(times), statistics.median(m["gens"][key])
+        lines.append(
+            f"| {key} | {ppl:.4f} | {sec:.3f} | {m['units'] / sec:,.0f} | **{median_ratio(times, ref):.2f}** | "
+            f"{gen:.2f} | {median_ratio(m['gens'][key], gref):.2f} |"
+        )
+    f = m["facts"]
+    sizes = [f"fp32 state dict {f['fp32_bytes']:,} B (torch.save file {f['fp32_file_bytes']:,} B)"]
+    sizes.append(
+        f"compress int8 artifact {f['artifact_bytes']:,} B (**{f['fp32_bytes'] / f['artifact_bytes']:.2f}×** smaller)"
+    )
+    if "dynamic_bytes" in f:
+        sizes.append(
+            f"PyTorch dynamic int8 state dict {f['dynamic_bytes']:,} B ({f['fp32_bytes'] / f['dynamic_bytes']:.2f}×)"
+        )
+    same = _same_metrics(m["metrics"])
+    return lines + ["", "Sizes: " + "; ".join(sizes) + ".", "", same, ""]
+
+
+def _same_metrics(metrics: dict[str, dict[str, Any]]) -> str:
+    if "compress integer" not in metrics:
+        return ""
+    equal = metrics["compress integer"]["metrics"] == metrics["compress simulated"]["metrics"]
+    return f"Integer path and simulation give identical metrics (every NLL sum bit for bit): {equal}."
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{datetime.date.today().isoformat()}: {cpu}, {torch.get_num_threads()} thread(s) (shared machine), "
+        f"{platform.system()}, Python {platform.python_version()}, torch {torch.__version__}."
+    )
+
+
+def section(results: list[dict[str, Any]], rounds: int) -> str:
+    lines = [SECTION, "", machine(), ""]
+    lines += [
+        f"int8_full settings (asymmetric_signed, per-channel weights, clip_acts avg), calibrated with `collect` "
+        f"on training batches; teacher-forced evaluation of the whole evaluation split with compress's "
+        f"`perplexity` evaluator; generation: batch 1, greedy, one step per call. Medians of {rounds} interleaved "
+        "rounds; ratios to fp32 `nn.LSTM` taken inside each round (> 1: faster than fp32).",
+        "",
+    ]
+    for m in results:
+        lines += model_section(m)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_section(text: str) -> None:
+    """Replace (or append) this benchmark's section of RESULTS.md, leaving every other section as it is."""
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    start = old.find(SECTION + "\n")
+    if start < 0:
+        new = old.rstrip() + "\n\n" + text
+    else:
+        nxt = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text + (old[nxt + 1 :] if nxt >= 0 else "")
+    RESULTS.write_text(new if new.endswith("\n") else new + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=100, help="generated steps per latency measurement")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--compat", action="store_true", help="fp32 and the default quantized model only")
+    parser.add_argument("--write", action="store_true", help="replace the section in benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = []
+    for name in args.models:
+        if not compress.checkpoint_path(MODELS[name]["checkpoint"]).is_file():
+            print(f"skipping {name}: no shipped checkpoint")
+            continue
+        results.append(measure(name, args.rounds, args.steps, args.compat))
+    text = section(results, args.rounds)
+    print(text)
+    if args.write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
