@@ -3,10 +3,10 @@
 Example:
     >>> import compress
     >>> model = compress.build_model("performance_rnn", checkpoint=compress.checkpoint_path("perf_rnn_lstm.pt"))
-    >>> data = compress.build_dataset("bach_chorales")
+    >>> data = compress.build_dataset("bach_chorales")  # doctest: +SKIP
     >>> model, replaced = compress.convert_rnns(model)
-    >>> stats = compress.collect_stats(model, data.batches("calibration"))
-    >>> q = compress.PostTrainLinearQuantizer(model, stats=stats, mode="asymmetric_signed", per_channel_wts=True)
+    >>> stats = compress.collect_stats(model, lambda: data.batches("calibration"))  # doctest: +SKIP
+    >>> q = compress.PostTrainLinearQuantizer(model, stats=stats, mode="asymmetric_signed")  # doctest: +SKIP
     >>> compress.evaluate_perplexity(q.prepare_model(), data)["value"]  # doctest: +SKIP
 """
 

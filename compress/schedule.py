@@ -10,7 +10,7 @@ Example:
     >>> try:
     ...     load_schedule(p)
     ... except ScheduleError as e:
-    ...     print(str(e).splitlines()[0])
+    ...     print(str(e).splitlines()[0].rsplit("/", 1)[-1])
     s.yaml: 4 problems.
 """
 
@@ -22,25 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
-
 from compress.errors import PluginError, ScheduleError
 from compress.plugins import load_entry_point_plugins, load_plugins
+from compress.problems import Problem, schema_problems
 from compress.registry import REGISTRIES, suggest
 from compress.schema import SCHEDULE_VERSION, skeleton_schema
+from compress.yamlmarks import Marks, Path_, format_path, line_col, parse_yaml, strip_key_marker, where
 
 __all__ = ["Schedule", "load_schedule", "parse_yaml", "Problem"]
-
-Path_ = tuple[Any, ...]
-
-
-@dataclass
-class Problem:
-    """One validation problem: where (YAML path) and what."""
-
-    path: Path_
-    message: str
 
 
 @dataclass
@@ -49,7 +38,7 @@ class Schedule:
 
     data: dict[str, Any]
     path: Path
-    marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    marks: Marks = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -57,7 +46,7 @@ class Schedule:
 
     def where(self, path: Path_) -> str:
         """``file:line:col: yaml.path`` for a path inside this schedule."""
-        return f"{_where(str(self.path), self.marks, path)}: {format_path(path)}"
+        return f"{where(str(self.path), self.marks, path)}: {format_path(path)}"
 
     @property
     def name(self) -> str:
@@ -69,151 +58,7 @@ class Schedule:
         return p if p.is_absolute() else (self.base_dir / p).resolve()
 
 
-# ----------------------------------------------------------------------------- YAML with marks
-
-
-def parse_yaml(text: str, source: str) -> tuple[Any, dict[Path_, tuple[int, int]]]:
-    """Safe-load ``text`` and map every YAML path to its (line, column), 1-based."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        what = exc.problem or str(exc)
-        if exc.context and exc.context_mark and exc.context_mark is not mark:
-            what += f" ({exc.context} that starts at line {exc.context_mark.line + 1})"
-        todo = "Fix the syntax at that line."
-        if "could not determine a constructor" in str(exc):
-            what += " (only plain YAML is accepted: tags such as !!python/object are refused for safety)"
-            todo = "Remove the tag and write the value as plain YAML."
-        raise ScheduleError(f"{where}: the file is not valid YAML: {what}. {todo}") from None
-    except yaml.YAMLError as exc:
-        raise ScheduleError(f"{source}: the file is not valid YAML: {exc}.") from None
-    marks: dict[Path_, tuple[int, int]] = {}
-    if node is not None:
-        _collect_marks(node, (), marks)
-    return data, marks
-
-
-def _collect_marks(node: yaml.Node, path: Path_, marks: dict[Path_, tuple[int, int]]) -> None:
-    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = _scalar_key(key_node)
-            marks[path + (("key", key),)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _collect_marks(value_node, path + (key,), marks)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _collect_marks(item, path + (i,), marks)
-
-
-def _scalar_key(node: yaml.Node) -> Any:
-    value = node.value
-    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int"):
-        try:
-            return int(value)
-        except ValueError:
-            return value
-    return value
-
-
-def format_path(path: Path_) -> str:
-    """``('quantizer', 'overrides', 2, 'bits')`` -> ``quantizer.overrides[2].bits``."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 # ----------------------------------------------------------------------------- validation
-
-
-def _schema_problems(instance: Any, schema: dict[str, Any], prefix: Path_) -> list[Problem]:
-    validator = jsonschema.Draft202012Validator(schema)
-    problems = []
-    for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
-        problems.extend(_explain(err, prefix))
-    return problems
-
-
-def _explain(err: jsonschema.ValidationError, prefix: Path_) -> list[Problem]:
-    path = prefix + tuple(err.absolute_path)
-    if err.validator == "additionalProperties":
-        allowed = sorted(err.schema.get("properties", {}))
-        extra = sorted(set(err.instance) - set(allowed))
-        return [
-            Problem(
-                path + (("key", k),),
-                f"unknown key '{k}'.{suggest(str(k), allowed)} Allowed keys: {', '.join(allowed)}.",
-            )
-            for k in extra
-        ]
-    if err.validator in ("anyOf", "oneOf") and err.context:
-        best = _best_branch_error(err)
-        return _explain(best, prefix) if best is not None else [Problem(path, err.message + ".")]
-    return [Problem(path, _message(err))]
-
-
-_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
-
-
-def _best_branch_error(err: jsonschema.ValidationError) -> jsonschema.ValidationError | None:
-    """The error of the alternative meant for this kind of value (a string -> the string branch)."""
-    kind = _JSON_TYPES.get(type(err.instance))
-    branches = err.schema.get(err.validator, [])
-    same_kind = [
-        e for e in err.context if e.relative_schema_path and _branch_accepts(branches[e.relative_schema_path[0]], kind)
-    ]
-    return jsonschema.exceptions.best_match(same_kind or err.context)
-
-
-def _branch_accepts(branch: dict[str, Any], kind: str | None) -> bool:
-    t = branch.get("type")
-    types = t if isinstance(t, list) else [t]
-    return kind in types or (kind == "integer" and "number" in types)
-
-
-def _message(err: jsonschema.ValidationError) -> str:
-    v, s = err.validator, err.schema
-    if v == "required":
-        missing = str(err.message).split("'")[1] if "'" in err.message else err.message
-        return f"the required key '{missing}' is missing."
-    if v == "enum":
-        return f"{err.instance!r} is not allowed. Allowed: {', '.join(map(repr, s['enum']))}.{_sugg(err)}"
-    if v == "const":
-        return f"{err.instance!r} is not supported; this version of compress reads version {s['const']!r} schedules."
-    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return f"{err.instance!r} is out of range ({_range_text(s)})."
-    if v == "type":
-        return f"{err.instance!r} has the wrong type; expected {_type_text(s['type'])}."
-    if v == "pattern":
-        return f"{err.instance!r} does not match the allowed form {s['pattern']}."
-    return err.message + "."
-
-
-def _sugg(err: jsonschema.ValidationError) -> str:
-    return suggest(str(err.instance), [str(x) for x in err.schema.get("enum", [])])
-
-
-def _range_text(s: dict[str, Any]) -> str:
-    parts = []
-    if "minimum" in s:
-        parts.append(f">= {s['minimum']}")
-    if "exclusiveMinimum" in s:
-        parts.append(f"> {s['exclusiveMinimum']}")
-    if "maximum" in s:
-        parts.append(f"<= {s['maximum']}")
-    if "exclusiveMaximum" in s:
-        parts.append(f"< {s['exclusiveMaximum']}")
-    return "allowed: " + " and ".join(parts)
-
-
-def _type_text(t: Any) -> str:
-    names = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer"}
-    names.update({"number": "a number", "boolean": "true or false", "null": "null"})
-    ts = t if isinstance(t, list) else [t]
-    return " or ".join(names.get(x, x) for x in ts)
 
 
 def _component_blocks(data: dict[str, Any]) -> list[tuple[Path_, str, str, dict[str, Any]]]:
@@ -252,7 +97,7 @@ def _args_problems(path: Path_, kind: str, name_key: str, block: dict[str, Any])
     if args is None:
         args = {}
     schema = registry.get(name).schema
-    problems = _schema_problems(args, schema, path + ("args",))
+    problems = schema_problems(args, schema, path + ("args",))
     return problems + _overrides_problems(block.get("overrides"), schema, path + ("overrides",))
 
 
@@ -261,7 +106,7 @@ def _overrides_problems(overrides: Any, schema: dict[str, Any], path: Path_) -> 
     sub = schema.get("properties", {}).get("overrides")
     if overrides is None or not isinstance(sub, dict):
         return []
-    return _schema_problems(overrides, sub, path)
+    return schema_problems(overrides, sub, path)
 
 
 def _experiment_overrides_problems(data: dict[str, Any]) -> list[Problem]:
@@ -277,7 +122,7 @@ def _experiment_overrides_problems(data: dict[str, Any]) -> list[Problem]:
             if isinstance(exp.get("args"), dict):
                 problems += [
                     Problem(("experiments", i, "args") + pr.path[2:], pr.message)
-                    for pr in _schema_problems(merged, schema, ("quantizer", "args"))
+                    for pr in schema_problems(merged, schema, ("quantizer", "args"))
                     if pr.path[2:3] and _key_of(pr.path[2]) in exp["args"]
                 ]
     return problems
@@ -395,7 +240,7 @@ def validate(data: Any) -> list[Problem]:
                 f"{SCHEDULE_VERSION}' schedules (see the README's schedule reference).",
             )
         ]
-    problems = _schema_problems(data, skeleton_schema(), ())
+    problems = schema_problems(data, skeleton_schema(), ())
     for path, kind, name_key, block in _component_blocks(data):
         problems.extend(_args_problems(path, kind, name_key, block))
     problems.extend(_experiment_overrides_problems(data))
@@ -409,33 +254,16 @@ def validate(data: Any) -> list[Problem]:
 # ----------------------------------------------------------------------------- entry point
 
 
-def _where(source: str, marks: dict[Path_, tuple[int, int]], path: Path_) -> str:
-    line, col = _line_col(marks, path)
-    return f"{source}:{line}:{col}"
-
-
-def _line_col(marks: dict[Path_, tuple[int, int]], path: Path_) -> tuple[int, int]:
-    while path not in marks and path:
-        path = path[:-1]
-    return marks.get(path, (1, 1))
-
-
-def _strip_key_marker(path: Path_) -> Path_:
-    if path and isinstance(path[-1], tuple):
-        return path[:-1] + (path[-1][1],)
-    return path
-
-
-def report_problems(source: str, marks: dict[Path_, tuple[int, int]], problems: list[Problem]) -> ScheduleError:
+def report_problems(source: str, marks: Marks, problems: list[Problem]) -> ScheduleError:
     """One ScheduleError whose message lists every problem with file:line:col and YAML path."""
     lines = [f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''}."]
-    located = sorted(problems, key=lambda pr: _line_col(marks, pr.path))
+    located = sorted(problems, key=lambda pr: line_col(marks, pr.path))
     for pr in located:
-        lines.append(f"{_where(source, marks, pr.path)}: {format_path(_strip_key_marker(pr.path))}: {pr.message}")
+        lines.append(f"{where(source, marks, pr.path)}: {format_path(strip_key_marker(pr.path))}: {pr.message}")
     return ScheduleError("\n".join(lines))
 
 
-def _import_plugins(data: Any, source: str, marks: dict[Path_, tuple[int, int]]) -> None:
+def _import_plugins(data: Any, source: str, marks: Marks) -> None:
     load_entry_point_plugins()
     plugins = data.get("plugins") if isinstance(data, dict) else None
     if not isinstance(plugins, list):
@@ -446,8 +274,7 @@ def _import_plugins(data: Any, source: str, marks: dict[Path_, tuple[int, int]])
         try:
             load_plugins([name])
         except PluginError as exc:
-            where = _where(source, marks, ("plugins", i))
-            raise PluginError(f"{where}: plugins[{i}]: {exc}") from None
+            raise PluginError(f"{where(source, marks, ('plugins', i))}: plugins[{i}]: {exc}") from None
 
 
 def load_schedule(path: str | Path) -> Schedule:
