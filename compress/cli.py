@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="report folder (default runs/<schedule name>/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch (default: its own choice)")
     p.add_argument("--schema", action="store_true", help="print the composed JSON schema of schedules and exit")
     p.add_argument(
         "--list",
@@ -73,6 +74,13 @@ def _list(kind: str) -> str:
 def _run(args: argparse.Namespace) -> int:
     from compress import engine, report
     from compress.schedule import load_schedule
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CompressError(f"--threads must be at least 1, got {args.threads}.")
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     schedule = load_schedule(args.schedule)
     if args.plan:
