@@ -96,7 +96,9 @@ def quantize(model: nn.Module, stats: Any, extra: dict[str, Any]) -> nn.Module:
 
 
 def state_bytes(model: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    """Bytes of the state dict's tensors, tied ones (the word LM's embedding/decoder) once."""
+    tensors = {t.data_ptr(): t for t in model.state_dict().values()}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def saved_bytes(obj: Any) -> int:
@@ -161,12 +163,11 @@ def measure(name: str, rounds: int, steps: int, compat: bool) -> dict[str, Any]:
         for key, model in variants.items():
             evals[key].append(evaluate(model, data)[0])
             gens[key].append(generation_ms(model, steps))
-    artifact = Path(tempfile.mkdtemp()) / f"{name}.qpt"
-    quantized = variants.get("compress integer", variants.get("compress quantized"))
-    facts["artifact_bytes"] = compress.save_quantized(quantized, artifact)
-    if "PyTorch dynamic int8" in variants:
-        facts["dynamic_bytes"] = saved_bytes(variants["PyTorch dynamic int8"].state_dict())
     facts["fp32_file_bytes"] = saved_bytes(variants["fp32 nn.LSTM"].state_dict())
+    if not compat:
+        artifact = Path(tempfile.mkdtemp()) / f"{name}.qpt"
+        facts["artifact_bytes"] = compress.save_quantized(variants["compress integer"], artifact)
+        facts["dynamic_bytes"] = saved_bytes(variants["PyTorch dynamic int8"].state_dict())
     return {"name": name, "unit": MODELS[name]["unit"], "units": units, "metrics": first, "evals": evals,
             "gens": gens, "facts": facts, "steps": steps}  # fmt: skip
 
@@ -195,13 +196,11 @@ def model_section(m: dict[str, Any]) -> list[str]:
         )
     f = m["facts"]
     sizes = [f"fp32 state dict {f['fp32_bytes']:,} B (torch.save file {f['fp32_file_bytes']:,} B)"]
-    sizes.append(
-        f"compress int8 artifact {f['artifact_bytes']:,} B (**{f['fp32_bytes'] / f['artifact_bytes']:.2f}×** smaller)"
-    )
-    if "dynamic_bytes" in f:
-        sizes.append(
-            f"PyTorch dynamic int8 state dict {f['dynamic_bytes']:,} B ({f['fp32_bytes'] / f['dynamic_bytes']:.2f}×)"
-        )
+    if "artifact_bytes" in f:
+        ratio = f["fp32_bytes"] / f["artifact_bytes"]
+        sizes.append(f"compress int8 artifact {f['artifact_bytes']:,} B (**{ratio:.2f}×** smaller)")
+        ratio = f["fp32_bytes"] / f["dynamic_bytes"]
+        sizes.append(f"PyTorch dynamic int8 state dict {f['dynamic_bytes']:,} B ({ratio:.2f}× smaller)")
     same = _same_metrics(m["metrics"])
     return lines + ["", "Sizes: " + "; ".join(sizes) + ".", "", same, ""]
 

@@ -327,7 +327,8 @@ def run(
         float_model = build_model(schedule, device)
         data = build_data(schedule)
         check_data(schedule, float_model, data)
-    result.checkpoint_bytes = sum(v.numel() * v.element_size() for v in float_model.state_dict().values())
+    tensors = {v.data_ptr(): v for v in float_model.state_dict().values()}  # tied weights count once
+    result.checkpoint_bytes = sum(v.numel() * v.element_size() for v in tensors.values())
     with _timed(t, "convert"):
         model, result.conversions = convert(schedule, float_model, data)
     calib_batch = _first_batch(data, "calibration")

@@ -217,16 +217,20 @@ def product_fits_int32(bounds: list[int], accum: tuple[int, int]) -> bool:
     return True
 
 
-def int_product(ints: list[torch.Tensor], accum: tuple[int, int]) -> torch.Tensor:
+def int_product(ints: list[torch.Tensor], accum: tuple[int, int] | None) -> torch.Tensor:
     """Element-wise integer product in int32, clamped to ``accum`` after each factor, returned as float64.
+
+    ``accum`` None: the caller has proved that no partial product reaches the accumulator's limits.
 
     Example:
         >>> int_product([torch.tensor([3.0, -4.0]), torch.tensor([5.0, 6.0])], (-20, 20))
         tensor([ 15., -20.], dtype=torch.float64)
     """
     # Callers check with product_fits_int32 that no product leaves int32; a wider accumulator clamps nothing more.
-    lo, hi = max(accum[0], -INT32_MAX - 1), min(accum[1], INT32_MAX)
+    bounds = None if accum is None else (max(accum[0], -INT32_MAX - 1), min(accum[1], INT32_MAX))
     acc = ints[0].to(torch.int32)
     for x in ints[1:]:
-        acc = acc.mul_(x.to(torch.int32)).clamp_(lo, hi)
+        acc = acc.mul_(x.to(torch.int32))
+        if bounds is not None:
+            acc = acc.clamp_(*bounds)
     return acc.to(torch.float64)

@@ -18,6 +18,7 @@ the wrapper is built, not per call.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -59,6 +60,14 @@ class _OpWrapper(QuantWrapper):
         # Rescale factors onto the output grid, once (floats for per-tensor grids, the usual case).
         factors = [approx_scale(output_grid.scale / g.scale, mult_bits) for g in input_grids]
         self._factors = [float(f) if f.dim() == 0 else None for f in factors]
+        # Largest |x_int| per input: a clamp to the accumulator range that provably changes nothing is skipped.
+        self._bounds = [
+            max(abs(g.qmin + float(g.zero_point.min())), abs(g.qmax + float(g.zero_point.max()))) for g in input_grids
+        ]
+        self._acc_max = min(-self.accum[0], self.accum[1])
+        rescaled = [b * f + 1 if f else float("inf") for b, f in zip(self._bounds, self._factors, strict=True)]
+        self._clamp_inputs = max(rescaled) > self._acc_max
+        self._clamp_sum = sum(rescaled) > self._acc_max
 
     def _integer_inputs(self, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         if len(inputs) != self.num_inputs:
@@ -75,8 +84,8 @@ class _OpWrapper(QuantWrapper):
         return factor
 
     def _rescaled(self, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-        ints = self._integer_inputs(inputs)
-        return [x_int.mul_(self._factor(i)).round_().clamp_(*self.accum) for i, x_int in enumerate(ints)]
+        ints = [x_int.mul_(self._factor(i)).round_() for i, x_int in enumerate(self._integer_inputs(inputs))]
+        return [x.clamp_(*self.accum) for x in ints] if self._clamp_inputs else ints
 
     def _finish(self, acc: torch.Tensor, requant: torch.Tensor | float, dtype: torch.dtype) -> torch.Tensor:
         if self.half_range:
@@ -107,7 +116,7 @@ class EltwiseAddQuantWrapper(_OpWrapper):
         parts = self._rescaled(inputs)
         acc = parts[0]
         for r in parts[1:]:
-            acc = acc.add_(r).clamp_(*self.accum)
+            acc = acc.add_(r).clamp_(*self.accum) if self._clamp_sum else acc.add_(r)
         return self._finish(acc, 1.0, _float_dtype(inputs))
 
 
@@ -155,19 +164,21 @@ class EltwiseMultQuantWrapper(_OpWrapper):
         accum_scale = approx_scale(torch.prod(torch.stack([g.scale for g in input_grids])), mult_bits)
         self.register_buffer("requant_scale", approx_scale(output_grid.scale / accum_scale, mult_bits))
         self._requant = float(self.requant_scale) if self.requant_scale.dim() == 0 else None
-        bounds = [int(max(abs(g.qmin + g.zero_point.min()), abs(g.qmax + g.zero_point.max()))) for g in input_grids]
-        fits = product_fits_int32(bounds, self.accum)
+        fits = product_fits_int32([int(b) for b in self._bounds], self.accum)
         self.kernel = "int32" if integer_kernels == "auto" and fits else "emulated"
         if integer_kernels == "auto" and not fits:
             self.note = "; ".join(n for n in (self.note, "kernel emulated: int32 product could overflow") if n)
+        partial = [math.prod(self._bounds[: k + 1]) for k in range(len(self._bounds))]
+        self._clamp_products = max(partial) > self._acc_max
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         ints = self._integer_inputs(inputs)
+        accum = self.accum if self._clamp_products else None
         if self.kernel == "int32":
-            acc = int_product(ints, self.accum)
+            acc = int_product(ints, accum)
         else:
             acc = ints[0]
             for x_int in ints[1:]:
-                acc = torch.clamp(acc * x_int, *self.accum)
+                acc = acc * x_int if accum is None else torch.clamp(acc * x_int, *accum)
         requant = self.requant_scale if self._requant is None else self._requant
         return self._finish(acc, requant, _float_dtype(inputs))

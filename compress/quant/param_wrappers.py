@@ -13,6 +13,12 @@ Integer Linear/Conv (``accum`` = ``s_x * s_w``, the accumulator's scale)::
     bias_int = clamp(round(bias * s_x * s_w))            # at build time, from the calibrated s_x
     y_q   = clamp(round(acc * s_out / (s_x * s_w) - zp_out))   # output grid from output stats
     y     = (y_q + zp_out) / s_out                       # back to the input's float dtype
+
+The product ``x_int @ int_weight.T`` runs as a real int8 x int8 -> int32 ``torch._int_mm`` with
+zero-point corrections whenever that is exact (compress/quant/intkernels.py; ``kernel`` in the
+per-layer report), else as the float64 product of integers; both give the same bits. Everything
+that does not depend on the input (int8 weight codes, column sums, requantization factor) is
+computed when the wrapper is built.
 """
 
 from __future__ import annotations

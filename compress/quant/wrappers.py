@@ -23,6 +23,8 @@ Every wrapper has the class attribute ``_compress_wrapper = True`` and keeps the
 as ``.wrapped`` (a stats collector can skip its children). Integer values are carried in float64,
 exact for every integer up to 2^53, so the results are identical on CPU and CUDA (no float32
 accumulation, TF32 never applies to float64). Wrappers have no training-specific behaviour.
+Products of integers (``linear``, ``eltwise_mult``) run as real integer kernels where that is
+exact (quantizer argument ``integer_kernels``, see compress/quant/intkernels.py): same bits.
 """
 
 from __future__ import annotations

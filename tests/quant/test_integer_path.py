@@ -14,13 +14,20 @@ import torch
 from torch import nn
 
 from compress.modules import ModularLSTM
-from compress.modules.ops import EltwiseMult
+from compress.modules.ops import EltwiseAdd, EltwiseMult
 from compress.quant import PostTrainLinearQuantizer
 from compress.quant._base import Grid
 from compress.quant.intkernels import int8_shift, plan_int_matmul, product_fits_int32
-from compress.quant.op_wrappers import EltwiseMultQuantWrapper
+from compress.quant.op_wrappers import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
 from compress.quant.param_wrappers import LinearQuantWrapper, quantize_weight
-from compress.quant.primitives import fake_quantize, mode_qrange, scale_zero_point
+from compress.quant.primitives import (
+    dequantize,
+    fake_quantize,
+    mode_qrange,
+    quantize,
+    quantize_unclamped,
+    scale_zero_point,
+)
 from compress.quant.wrappers import FakeQuantWrapper
 from tests.quant.quant_helpers import collect_stats, converted_lm, tokens
 
@@ -199,6 +206,26 @@ def test_eltwise_mult_int32_equals_emulation(mode: str, bits: int, n_inputs: int
     on, off = mult_pair(grids)
     assert (on.kernel, off.kernel) == ("int32", "emulated")
     assert_same(on, off, *[inputs((3, 50), seed=i) for i in range(n_inputs)])
+
+
+@pytest.mark.parametrize("kernels", ["auto", "off"])
+def test_narrow_accumulators_still_clamp(kernels: str) -> None:
+    """With 10-bit accumulators the clamps matter: both kernels match a reference built from the primitives."""
+    g_in, g_out = grid(-1.0, 1.5, 8, "asymmetric_signed"), grid(-0.5, 0.7, 8, "asymmetric_signed")
+    xs = [inputs((40,), seed=i) for i in range(2)]
+    ints = [quantize(x, g_in.scale, g_in.zero_point, g_in.qmin, g_in.qmax) + g_in.zero_point for x in xs]
+
+    def emit(acc: torch.Tensor, requant: torch.Tensor) -> torch.Tensor:
+        q = torch.clamp(quantize_unclamped(acc, requant, g_out.zero_point), g_out.qmin, g_out.qmax)
+        return dequantize(q, g_out.scale, g_out.zero_point)
+
+    mult = EltwiseMultQuantWrapper(EltwiseMult(), [g_in, g_in], g_out, 10, integer_kernels=kernels)
+    acc = torch.clamp(ints[0] * ints[1], -512, 511)
+    assert bool((acc.abs() == 512).any() | (acc == 511).any())  # the clamp is active
+    assert torch.equal(mult(*xs), emit(acc, g_out.scale / (g_in.scale * g_in.scale)))
+    add = EltwiseAddQuantWrapper(EltwiseAdd(), [g_in, g_in], g_out, 8, integer_kernels=kernels)
+    parts = [torch.clamp(torch.round(x * (g_out.scale / g_in.scale)), -128, 127) for x in ints]
+    assert torch.equal(add(*xs), emit(torch.clamp(parts[0] + parts[1], -128, 127), torch.tensor(1.0)))
 
 
 def test_eltwise_mult_with_wide_codes_is_emulated() -> None:
