@@ -115,44 +115,50 @@ def _describe(exp: dict[str, Any]) -> str:
     return text + (f", {len(q['overrides'])} override(s)" if q.get("overrides") else "")
 
 
-def _all_8bit(exp: dict[str, Any]) -> bool:
+def _quantized(exp: dict[str, Any]) -> bool:
+    """An experiment of compress's range-linear quantizer (8-bit by default; some keep layers in fp16)."""
     q = (exp.get("settings") or {}).get("quantizer")
     return bool(q) and q["name"] == "post_train_linear"
+
+
+def _smaller(acc: ModelAccuracy, nbytes: int, serialized: bool = False) -> str:
+    ref = acc.saved_fp32_bytes if serialized else acc.weight_bytes[REFERENCE][0]
+    return f"{ref / nbytes:.2f}x smaller weights" if nbytes <= ref else f"{nbytes / ref:.2f}x larger weights"
 
 
 def verdicts(acc: ModelAccuracy) -> list[str]:
     """Plain sentences: where compress is less (or more) accurate than the PyTorch alternative."""
     ref = acc.results[REFERENCE]["value"]
     dyn = pct_delta(acc.results[DYNAMIC]["value"], ref)
-    quantized = [e for e in acc.report["experiments"] if _all_8bit(e)]
+    dyn_text = f"torch dynamic int8 {fmt_pct(dyn)} ({_smaller(acc, acc.weight_bytes[DYNAMIC][0], True)})"
+    quantized = [e for e in acc.report["experiments"] if _quantized(e)]
     lines = []
     if quantized:
         best = min(quantized, key=lambda e: e["value"])
         delta = pct_delta(best["value"], ref)
-        word = "less" if delta > dyn else "as or more"
+        word = "less accurate than" if delta > dyn else "at least as accurate as"
         lines.append(
-            f"Best compress 8-bit experiment `{best['name']}`: {fmt_pct(delta)}; torch dynamic int8: "
-            f"{fmt_pct(dyn)}. compress's best static 8-bit setting is **{word} accurate** than `quantize_dynamic`."
+            f"Best compress quantized experiment `{best['name']}` ({_describe(best)}): {fmt_pct(delta)} "
+            f"({_smaller(acc, best['weight_bytes'])}); {dyn_text}. compress's best is **{word}** `quantize_dynamic`."
         )
     full = next((e for e in quantized if e["name"] == INT8_EXPERIMENT), None)
     if full is not None:
+        delta = pct_delta(full["value"], ref)
+        word = "less accurate than" if delta > dyn else "at least as accurate as"
         lines.append(
-            f"`int8_full` (every activation, gate and element-wise op 8-bit with static ranges) costs "
-            f"{fmt_pct(pct_delta(full['value'], ref))}, against {fmt_pct(dyn)} for `quantize_dynamic`, whose "
-            "element-wise gate math stays fp32 and whose matmul inputs get a fresh range at every call."
+            f"`int8_full` (every weight, activation, gate and element-wise op 8-bit, static ranges): {fmt_pct(delta)} "
+            f"({_smaller(acc, full['weight_bytes'])}), **{word}** `quantize_dynamic`, whose gate math stays fp32 "
+            "and whose matmul inputs get a fresh range at every call."
         )
     w8 = pct_delta(acc.results[W8]["value"], ref)
-    lines.append(
-        f"Like for like (8-bit weights, float activations): compress W8 {fmt_pct(w8)} vs torch dynamic int8 "
-        f"{fmt_pct(dyn)}."
-    )
+    lines.append(f"Like for like (8-bit weights, float activations): compress W8 {fmt_pct(w8)} vs {dyn_text}.")
     return lines
 
 
 def headline(acc: ModelAccuracy) -> str:
     """One line: compress's int8_full and best 8-bit experiment against quantize_dynamic."""
     ref = acc.results[REFERENCE]["value"]
-    quantized = [e for e in acc.report["experiments"] if _all_8bit(e)]
+    quantized = [e for e in acc.report["experiments"] if _quantized(e)]
     dynamic = pct_delta(acc.results[DYNAMIC]["value"], ref)
     parts = [f"{acc.title} (perplexity {ref:.4g}): torch dynamic int8 {fmt_pct(dynamic)}"]
     parts += [

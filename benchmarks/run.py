@@ -145,17 +145,33 @@ def measure_models(
     return accs, speeds
 
 
-def integer_path_section(quick: bool, threads: int) -> str | None:
-    """Run ``benchmarks/integer_path.py`` (another benchmark; it writes its own results) when it exists."""
+INTEGER_SECTION = "## Integer execution"
+
+
+def run_integer_path(quick: bool, threads: int, repeats: int) -> tuple[str, str | None]:
+    """Run ``benchmarks/integer_path.py`` (another engineer's benchmark) when it exists.
+
+    It prints its own "## Integer execution" section; that text is returned so it lands in the same
+    results file as ours. Quick mode runs it only if it offers ``--quick`` (a full run takes minutes).
+    Returns one line for the overview and the section body (None when it did not run).
+    """
     script = HERE / "integer_path.py"
     if not script.exists():
-        return None
-    cmd = [sys.executable, str(script)] + (["--quick"] if quick else [])
+        return "`benchmarks/integer_path.py`: not present, not run.", None
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, str(script), "--threads", str(threads), "--rounds", str(repeats)]
+    if quick:
+        usage = subprocess.run([sys.executable, str(script), "--help"], env=env, capture_output=True, text=True)
+        if "--quick" not in usage.stdout:
+            return "`benchmarks/integer_path.py`: skipped in quick mode (it has no --quick).", None
+        cmd.append("--quick")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
+    start = proc.stdout.find(INTEGER_SECTION + "\n")
+    if proc.returncode != 0 or start < 0:
         print(f"integer_path.py failed ({proc.returncode}):\n{proc.stderr[-2000:]}", file=sys.stderr)
-    return None
+        return f"`benchmarks/integer_path.py`: failed (exit {proc.returncode}); its section was not updated.", None
+    body = proc.stdout[start + len(INTEGER_SECTION) :].strip()
+    return f"`{' '.join(['benchmarks/integer_path.py', *cmd[2:]])}`: ran; see *Integer execution*.", body
 
 
 def overview(args: argparse.Namespace, cfg: Config, minutes: float, memory_flat: bool, lines: list[str]) -> str:
@@ -191,10 +207,11 @@ def main(argv: list[str] | None = None) -> None:
     data = measure_data_scaling(cfg.perf_schedule, cfg.data_factors, 1, cfg.repeats)
     _log("scaling: model", start)
     model = measure_model_scaling(cfg.perf_schedule, cfg.model_configs, cfg.repeats)
-    integer_path_section(args.quick, args.threads)
+    _log("integer_path.py", start)
+    integer_path, integer_body = run_integer_path(args.quick, args.threads, cfg.repeats)
     minutes = (time.perf_counter() - start) / 60
     lines = [accuracy.headline(a) for a in accs] + [speed.headline(s) for s in speeds]
-    lines += [speed.study_headline(perf_study), scaling.headline(data, model)]
+    lines += [speed.study_headline(perf_study), scaling.headline(data, model), integer_path]
     bodies = [
         overview(args, cfg, minutes, is_flat(memory_rows), lines),
         accuracy_section(accs),
@@ -204,7 +221,10 @@ def main(argv: list[str] | None = None) -> None:
         memory_section(memory_rows, *cfg.memory),
         scaling_section(data, model, cfg.model_configs, cfg.repeats),
     ]
-    write_sections(results, dict(zip(SECTIONS, bodies, strict=True)))
+    sections = dict(zip(SECTIONS, bodies, strict=True))
+    if integer_body is not None:
+        sections[INTEGER_SECTION] = integer_body
+    write_sections(results, sections)
     _log(f"wrote {results}", start)
 
 

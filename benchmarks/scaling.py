@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,13 +63,24 @@ def _dataset(schedule: Any, args: dict[str, Any], batches: int, **extra: Any) ->
     return build_dataset(schedule.data["data"]["name"], **full)
 
 
-def _variants(model: nn.Module, data: Any) -> tuple[nn.Module, nn.Module, Callable[[], Any]]:
-    """(float model, converted model, timed calibration) for ``model``; int8 built from one calibration."""
-    from compress.modules import convert_rnns
+@dataclass
+class Models:
+    """The unconverted model, its converted copy and the int8 model quantized from one calibration."""
 
-    converted, _ = convert_rnns(model)
+    plain: nn.Module
+    converted: nn.Module
+    int8: nn.Module
+
+
+def _models(model: nn.Module, calibration_data: Any) -> Models:
+    from compress.modules import convert_rnns
+    from compress.quant import PostTrainLinearQuantizer
+
+    converted, _ = convert_rnns(copy.deepcopy(model))  # converts in place: keep the nn.LSTM model intact
     converted.eval()
-    return model, converted, lambda: _calibrate(converted, data)
+    stats = _calibrate(converted, calibration_data)
+    int8 = PostTrainLinearQuantizer(converted, stats=stats, **INT8_ARGS).prepare_model().eval()
+    return Models(model.eval(), converted, int8)
 
 
 def _calibrate(model: nn.Module, data: Any) -> Any:
@@ -77,23 +89,15 @@ def _calibrate(model: nn.Module, data: Any) -> Any:
     return collect_stats(model, lambda: data.batches("calibration"))
 
 
-def _int8(model: nn.Module, stats: Any) -> nn.Module:
-    from compress.quant import PostTrainLinearQuantizer
-
-    return PostTrainLinearQuantizer(model, stats=stats, **INT8_ARGS).prepare_model().eval()
-
-
-def _timers(model: nn.Module, data: Any) -> dict[str, Callable[[], Any]]:
-    """One timed callable per measure for ``model`` on ``data``."""
+def _timers(models: Models, data: Any) -> dict[str, Callable[[], Any]]:
+    """One timed callable per measure on ``data``."""
     from compress.evaluate import evaluate_perplexity
 
-    plain, converted, calibrate = _variants(model, data)
-    int8 = _int8(converted, calibrate())
     return {
-        "calibration": calibrate,
-        "eval nn.LSTM": lambda: evaluate_perplexity(plain, data),
-        "eval modular": lambda: evaluate_perplexity(converted, data),
-        "eval int8": lambda: evaluate_perplexity(int8, data),
+        "calibration": lambda: _calibrate(models.converted, data),
+        "eval nn.LSTM": lambda: evaluate_perplexity(models.plain, data),
+        "eval modular": lambda: evaluate_perplexity(models.converted, data),
+        "eval int8": lambda: evaluate_perplexity(models.int8, data),
     }
 
 
@@ -114,10 +118,11 @@ def measure_data_scaling(schedule_path: Path, factors: Sequence[int], base: int,
 
     schedule, args = _load(schedule_path)
     model = engine.build_model(schedule, torch.device("cpu"))
+    models = _models(model, _dataset(schedule, args, base * factors[0]))  # one int8 model for every size
     timers, extra = {}, {}
     for k in factors:
         data = _dataset(schedule, args, base * k)
-        timers[f"{k}x"] = _timers(model, data)
+        timers[f"{k}x"] = _timers(models, data)
         extra[f"{k}x"] = f"{base * k} batches, {data.num_tokens('evaluation'):,} events"
     for fns in timers.values():
         fns["eval nn.LSTM"]()  # warm-up
@@ -136,7 +141,7 @@ def measure_model_scaling(schedule_path: Path, configs: Sequence[tuple[int, int]
         torch.manual_seed(0)
         model = build_model("performance_rnn", hidden_dim=hidden, num_layers=layers)
         size = f"{hidden}x{layers}"
-        timers[size] = _timers(model, data)
+        timers[size] = _timers(_models(model, data), data)
         extra[size] = f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M"
     desc = f"random Performance RNNs (seed 0), one batch: {data.num_tokens('evaluation'):,} events"
     return Scaling([f"{h}x{n}" for h, n in configs], _run_rounds(timers, rounds), extra, desc)
