@@ -76,11 +76,6 @@ class IntMatmul(nn.Module):
         any_cw = bool((c_w != 0).any())
         self.register_buffer("c_w", c_w.to(torch.float64) if any_cw else None, persistent=False)
         self.register_buffer("const", const if bool((const != 0).any()) else None, persistent=False)
-        self.refused: list[str] = []
-
-    def shifted(self, codes: torch.Tensor) -> torch.Tensor:
-        """Input codes (integer-valued float64) shifted into int8 range, as float64."""
-        return codes - self.x_shift if self.x_shift else codes
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         """``[M, N]`` float64 exact integer accumulators from ``[M, K]`` shifted codes ``a`` (float64)."""
