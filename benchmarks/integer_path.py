@@ -48,25 +48,35 @@ INT8_FULL = {"mode": "asymmetric_signed", "per_channel_wts": True, "clip_acts": 
 MODELS = {
     "perf_rnn": {
         "model": "performance_rnn",
-        "checkpoint": "perf_rnn_lstm.pt",
+        "checkpoint": compress.checkpoint_path("perf_rnn_lstm.pt"),
         "data": ("bach_chorales", {"evaluation_split": "validation", "window": 200, "batch_size": 64}),
         "calibration_batches": 1,
         "unit": "events",
     },
     "word_lm": {
         "model": "word_lm",
-        "checkpoint": "word_lm.pt",
+        "checkpoint": compress.checkpoint_path("word_lm.pt"),
         "data": ("gensim_wiki", {"evaluation_split": "valid", "eval_batch_size": 10, "bptt": 35}),
         "calibration_batches": 16,
         "unit": "tokens",
     },
 }
+# --quick: the tiny test fixture on a few chorales, to check that the script runs (numbers meaningless).
+QUICK = {
+    "perf_rnn": {
+        **MODELS["perf_rnn"],
+        "checkpoint": ROOT / "tests" / "fixtures" / "perf_rnn_tiny.pt",
+        "data": (
+            "bach_chorales",
+            {"evaluation_split": "validation", "window": 30, "batch_size": 4, "max_files": 12, "evaluation_batches": 1},
+        ),  # fmt: skip
+    }
+}
 
 
-def build(name: str, compat: bool) -> tuple[dict[str, nn.Module], Any, dict[str, Any]]:
-    """The variants of one shipped model, its dataset, and facts (sizes, calibration) about it."""
-    spec = MODELS[name]
-    ckpt = compress.checkpoint_path(spec["checkpoint"])
+def build(spec: dict[str, Any], compat: bool) -> tuple[dict[str, nn.Module], Any, dict[str, Any]]:
+    """The variants of one model, its dataset, and facts (sizes, calibration) about it."""
+    ckpt = spec["checkpoint"]
     fp32 = compress.build_model(spec["model"], checkpoint=ckpt).eval()
     data_name, data_args = spec["data"]
     if data_name == "gensim_wiki":
@@ -153,8 +163,8 @@ def generation_ms(model: nn.Module, steps: int) -> float:
     return (time.perf_counter() - start) / steps * 1e3
 
 
-def measure(name: str, rounds: int, steps: int, compat: bool) -> dict[str, Any]:
-    variants, data, facts = build(name, compat)
+def measure(name: str, spec: dict[str, Any], rounds: int, steps: int, compat: bool) -> dict[str, Any]:
+    variants, data, facts = build(spec, compat)
     first = {k: evaluate(m, data)[1] for k, m in variants.items()}  # warm-up, and the metrics
     units = int(first["fp32 nn.LSTM"]["metrics"]["tokens"])
     evals: dict[str, list[float]] = {k: [] for k in variants}
@@ -168,7 +178,7 @@ def measure(name: str, rounds: int, steps: int, compat: bool) -> dict[str, Any]:
         artifact = Path(tempfile.mkdtemp()) / f"{name}.qpt"
         facts["artifact_bytes"] = compress.save_quantized(variants["compress integer"], artifact)
         facts["dynamic_bytes"] = saved_bytes(variants["PyTorch dynamic int8"].state_dict())
-    return {"name": name, "unit": MODELS[name]["unit"], "units": units, "metrics": first, "evals": evals,
+    return {"name": name, "unit": spec["unit"], "units": units, "metrics": first, "evals": evals,
             "gens": gens, "facts": facts, "steps": steps}  # fmt: skip
 
 
@@ -261,15 +271,20 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--compat", action="store_true", help="fp32 and the default quantized model only")
     parser.add_argument("--write", action="store_true", help="replace the section in benchmarks/RESULTS.md")
+    parser.add_argument("--quick", action="store_true", help="tiny fixture, 1 round, 5 steps: a smoke test")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    table = QUICK if args.quick else MODELS
+    rounds, steps = (1, 5) if args.quick else (args.rounds, args.steps)
     results = []
-    for name in args.models:
-        if not compress.checkpoint_path(MODELS[name]["checkpoint"]).is_file():
-            print(f"skipping {name}: no shipped checkpoint")
+    for name in [n for n in args.models if n in table]:
+        if not Path(table[name]["checkpoint"]).is_file():
+            print(f"skipping {name}: no checkpoint at {table[name]['checkpoint']}")
             continue
-        results.append(measure(name, args.rounds, args.steps, args.compat))
-    text = section(results, args.rounds)
+        results.append(measure(name, table[name], rounds, steps, args.compat))
+    if args.quick and args.write:
+        parser.error("--quick numbers are not results; drop --write")
+    text = section(results, rounds)
     print(text)
     if args.write:
         write_section(text)
