@@ -17,8 +17,8 @@ key                content
 =================  =====================================================================================
 
 Tensors of one dtype share one storage (one record in the file instead of one per tensor).
-:func:`load_quantized` rebuilds the model from the registry, applies the converters, loads the float
-state and rebuilds every wrapper from the stored codes and grids (no statistics), so the loaded model
+:func:`load_quantized` (compress/quant/loading.py) rebuilds the model from the registry, applies the converters,
+loads the float state and rebuilds every wrapper from the stored codes and grids (no statistics), so the loaded model
 computes the same bits as the one saved. The float weights kept inside a loaded wrapper (``.wrapped``)
 are the dequantized ones.
 
@@ -41,27 +41,11 @@ from compress.errors import QuantizationError
 from compress.fileio import atomic_torch_save
 from compress.quant._base import Grid, QuantWrapper
 from compress.quant.intkernels import int8_shift
-from compress.quant.op_wrappers import ConcatQuantWrapper, EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
-from compress.quant.param_wrappers import (
-    EmbeddingQuantWrapper,
-    LinearQuantWrapper,
-    QuantizedWeight,
-    WeightFakeQuantWrapper,
-)
-from compress.quant.plan import LayerPlan
-from compress.quant.quantizer import module_paths, replace_module
-from compress.quant.wrappers import FakeQuantWrapper, FloatWrapper, is_wrapper
+from compress.quant.loading import FORMAT, OPS, VERSION, WEIGHTED, fresh_model, load_quantized
+from compress.quant.param_wrappers import LinearQuantWrapper, QuantizedWeight
+from compress.quant.wrappers import FloatWrapper, is_wrapper
 
 __all__ = ["FORMAT", "VERSION", "save_quantized", "load_quantized", "detect_converters"]
-
-FORMAT = "compress-quantized"
-VERSION = 1
-
-_OPS = {c.__name__: c for c in (EltwiseAddQuantWrapper, EltwiseMultQuantWrapper, ConcatQuantWrapper)}
-_WEIGHTED = (LinearQuantWrapper, WeightFakeQuantWrapper, EmbeddingQuantWrapper)
-
-
-# ----------------------------------------------------------------------------- saving
 
 
 def detect_converters(model: nn.Module) -> list[dict[str, Any]]:
@@ -124,7 +108,7 @@ def _float_state(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, module in _walk(model):
         if isinstance(module, LinearQuantWrapper):
             owner, skip, dtype = module.wrapped, ("weight", "bias"), None
-        elif isinstance(module, _WEIGHTED):
+        elif isinstance(module, WEIGHTED):
             owner, skip, dtype = module.wrapped, ("weight",), None
         elif isinstance(module, FloatWrapper):  # its copy is cast: store values in the module's own dtype
             owner, skip, dtype = module.wrapped, (), module.own_dtype
@@ -192,12 +176,12 @@ def _layer_record(name: str, wrapper: nn.Module, weight_keys: dict[int, str]) ->
         return {**record, "precision": wrapper.precision}
     record["grids"] = {p: _grid_record(wrapper.grid(p)) for p in wrapper._qrange}
     record["half_range"] = bool(getattr(wrapper, "half_range", False))
-    if isinstance(wrapper, _WEIGHTED):
+    if isinstance(wrapper, WEIGHTED):
         record["weight"] = weight_keys[id(wrapper.qweight)]
     if isinstance(wrapper, LinearQuantWrapper):
         bias = None if wrapper.bias_int is None else _small_int(wrapper.bias_int.detach().cpu())
         record.update(bias_int=bias, bits_accum=wrapper.bits_accum, mult_bits=wrapper.mult_bits)
-    if isinstance(wrapper, tuple(_OPS.values())):
+    if isinstance(wrapper, tuple(OPS.values())):
         record.update(bits_accum=wrapper.bits_accum, mult_bits=wrapper.mult_bits)
     if hasattr(wrapper, "integer_kernels"):
         record["integer_kernels"] = wrapper.integer_kernels
@@ -211,7 +195,7 @@ def _layers_and_weights(model: nn.Module) -> tuple[list[dict[str, Any]], dict[st
             continue
         if not isinstance(module, (QuantWrapper, FloatWrapper)):
             raise QuantizationError(f"{name}: {type(module).__name__} is not a compress wrapper this format stores.")
-        if isinstance(module, _WEIGHTED) and id(module.qweight) not in keys:
+        if isinstance(module, WEIGHTED) and id(module.qweight) not in keys:
             keys[id(module.qweight)] = name
             weights[name] = _weight_record(module.qweight)
         layers.append(_layer_record(name, module, keys))
@@ -301,7 +285,7 @@ def _structure(model: nn.Module) -> dict[str, str]:
 
 
 def _check_rebuild(model: nn.Module, spec: dict[str, Any], converters: list[dict[str, Any]]) -> None:
-    fresh = _fresh_model(spec["model"], dict(spec.get("args") or {}), converters)
+    fresh = fresh_model(spec["model"], dict(spec.get("args") or {}), converters)
     want, got = _structure(model), _structure(fresh)
     if want != got:
         diff = sorted(set(want.items()) ^ set(got.items()))[:6]
@@ -309,122 +293,3 @@ def _check_rebuild(model: nn.Module, spec: dict[str, Any], converters: list[dict
             f"The factory '{spec['model']}' with converters {converters} does not rebuild this model's structure "
             f"(differences: {diff}); pass the converters that were applied to save_quantized(..., converters=...)."
         )
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def _fresh_model(name: str, args: dict[str, Any], converters: list[dict[str, Any]]) -> nn.Module:
-    import compress.components  # noqa: F401  (registers the built-in models and converters)
-    from compress.registry import CONVERTERS, MODELS
-
-    model = MODELS.get(name).obj(checkpoint=None, **args)
-    for conv in converters:
-        model, _ = CONVERTERS.get(conv["name"]).obj(model, **dict(conv.get("args") or {}))
-    return model.eval()
-
-
-def _load_float_state(model: nn.Module, state: dict[str, torch.Tensor]) -> set[int]:
-    """Copy the stored tensors into ``model`` (a different dtype replaces the data: a cast model); returns their ids."""
-    modules = dict(model.named_modules())
-    loaded = set()
-    for key, value in state.items():
-        owner, _, attr = key.rpartition(".")
-        module = modules.get(owner)
-        target = None if module is None else module._parameters.get(attr, module._buffers.get(attr))
-        if target is None:
-            raise QuantizationError(f"The artifact stores '{key}', which the rebuilt model does not have.")
-        with torch.no_grad():
-            if target.dtype == value.dtype and target.shape == value.shape:
-                target.copy_(value)
-            else:
-                target.data = value.clone()
-        loaded.add(id(target))
-    return loaded
-
-
-def _qweight(record: dict[str, Any]) -> QuantizedWeight:
-    codes = record["codes"].to(torch.int64) + record["shift"]
-    zp = record["zero_point"].to(torch.float64)
-    scale = record["scale"].to(torch.float64).clone()  # not a view that keeps the file's whole storage alive
-    if scale.dim() and zp.dim() == 0:
-        zp = zp.expand(scale.shape).clone()
-    along = zp.reshape([-1] + [1] * (codes.dim() - 1)) if zp.dim() else zp
-    int_weight = (codes.to(torch.float64) + along).to(torch.int32)
-    return QuantizedWeight(int_weight, scale, zp, dict(record["info"]))
-
-
-def _grid(record: dict[str, Any]) -> Grid:
-    def tensor(v: float | torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(v, dtype=torch.float64).clone()
-
-    clip = None if record["clip"] is None else (record["clip"][0], record["clip"][1])
-    return Grid(tensor(record["scale"]), tensor(record["zero_point"]), record["qmin"], record["qmax"], clip)
-
-
-def _rebuild(record: dict[str, Any], module: nn.Module, weights: dict[str, QuantizedWeight], kernels: str | None):
-    kind, note = record["wrapper"], record["note"]
-    if kind == "FloatWrapper":
-        return FloatWrapper(module, record["precision"], note)
-    grids = {p: _grid(g) for p, g in record["grids"].items()}
-    mode = kernels or record.get("integer_kernels", "auto")
-    if kind == "LinearQuantWrapper":
-        bias = record["bias_int"]
-        return LinearQuantWrapper(
-            module, weights[record["weight"]], grids["input"], grids["output"], record["bits_accum"],
-            record["mult_bits"], record["half_range"], note, mode,
-            bias_int=None if bias is None else bias.to(torch.float64),
-        )  # fmt: skip
-    if kind == "WeightFakeQuantWrapper":
-        return WeightFakeQuantWrapper(module, weights[record["weight"]], note)
-    if kind == "EmbeddingQuantWrapper":
-        return EmbeddingQuantWrapper(module, weights[record["weight"]], note)
-    if kind == "FakeQuantWrapper":
-        return FakeQuantWrapper(module, grids["output"], record["half_range"], note)
-    if kind in _OPS:
-        inputs = [grids[f"input{i}"] for i in range(sum(p.startswith("input") for p in grids))]
-        args = (record["bits_accum"], record["mult_bits"], record["half_range"], note, mode)
-        return _OPS[kind](module, inputs, grids["output"], *args)
-    raise QuantizationError(f"Unknown wrapper '{kind}' in the artifact (written by a newer compress?).")
-
-
-def _dequantized_params(wrapper: nn.Module, loaded: set[int]) -> None:
-    """Give a rebuilt wrapper's float module the weights it stands for (unless a float layer shares them)."""
-    module = wrapper.wrapped
-    with torch.no_grad():
-        if isinstance(wrapper, _WEIGHTED) and id(module.weight) not in loaded:
-            module.weight.copy_(wrapper.qweight.dequantized(module.weight.dtype).to(module.weight.device))
-        if isinstance(wrapper, LinearQuantWrapper) and module.bias is not None and wrapper.bias_int is not None:
-            module.bias.copy_((wrapper.bias_int / wrapper.accum_scale).to(module.bias.dtype))
-
-
-def load_quantized(path: str | os.PathLike[str], *, integer_kernels: str | None = None) -> nn.Module:
-    """Rebuild a model saved by :func:`save_quantized` (``torch.load(weights_only=True)``), in eval mode, on CPU.
-
-    Args:
-        path: the artifact.
-        integer_kernels: ``auto`` / ``off`` for every wrapper; default: as saved.
-
-    Example:
-        >>> # model = load_quantized("int8.qpt"); model.score_batch(batch)
-    """
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise QuantizationError(f"{path} is not a compress quantized artifact (format '{FORMAT}').")
-    if obj.get("version") != VERSION:
-        raise QuantizationError(f"{path} has artifact version {obj.get('version')}; this compress reads {VERSION}.")
-    model = _fresh_model(obj["model"]["name"], dict(obj["model"]["args"]), list(obj["converters"]))
-    loaded = _load_float_state(model, obj["float_state"])
-    weights = {key: _qweight(rec) for key, rec in obj["weights"].items()}
-    modules, paths = dict(model.named_modules()), module_paths(model)
-    for record in obj["layers"]:
-        module = modules.get(record["name"])
-        if module is None:
-            raise QuantizationError(f"The artifact has a layer '{record['name']}' the rebuilt model lacks.")
-        wrapper = _rebuild(record, module, weights, integer_kernels)
-        if record.get("plan"):
-            wrapper.layer_plan = LayerPlan(**record["plan"])
-        if isinstance(wrapper, _WEIGHTED):
-            _dequantized_params(wrapper, loaded)
-        replace_module(paths, module, wrapper)
-    return model.eval()

@@ -1,0 +1,160 @@
+"""Loading the deployable artifact written by :func:`compress.quant.export.save_quantized`.
+
+The model is rebuilt from its registered factory (no checkpoint), the stored converters are applied,
+the float state is loaded and every wrapper is rebuilt from its stored codes and grids, so the loaded
+model computes the same bits as the saved one. See compress/quant/export.py for the file's layout.
+
+Example:
+    >>> # model = load_quantized("runs/perf_rnn/int8_full.qpt"); model.score_batch(batch)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import QuantizationError
+from compress.quant._base import Grid
+from compress.quant.op_wrappers import ConcatQuantWrapper, EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
+from compress.quant.param_wrappers import (
+    EmbeddingQuantWrapper,
+    LinearQuantWrapper,
+    QuantizedWeight,
+    WeightFakeQuantWrapper,
+)
+from compress.quant.plan import LayerPlan
+from compress.quant.quantizer import module_paths, replace_module
+from compress.quant.wrappers import FakeQuantWrapper, FloatWrapper
+
+__all__ = ["FORMAT", "VERSION", "load_quantized", "fresh_model"]
+
+FORMAT = "compress-quantized"
+VERSION = 1
+
+OPS = {c.__name__: c for c in (EltwiseAddQuantWrapper, EltwiseMultQuantWrapper, ConcatQuantWrapper)}
+WEIGHTED = (LinearQuantWrapper, WeightFakeQuantWrapper, EmbeddingQuantWrapper)
+
+
+def fresh_model(name: str, args: dict[str, Any], converters: list[dict[str, Any]]) -> nn.Module:
+    """The registered model ``name`` built from ``args`` (no checkpoint), with ``converters`` applied, in eval mode.
+
+    Example:
+        >>> type(fresh_model("performance_rnn", {"hidden_dim": 4, "num_layers": 1}, []).gru).__name__
+        'LSTM'
+    """
+    import compress.components  # noqa: F401  (registers the built-in models and converters)
+    from compress.registry import CONVERTERS, MODELS
+
+    model = MODELS.get(name).obj(checkpoint=None, **args)
+    for conv in converters:
+        model, _ = CONVERTERS.get(conv["name"]).obj(model, **dict(conv.get("args") or {}))
+    return model.eval()
+
+
+def _load_float_state(model: nn.Module, state: dict[str, torch.Tensor]) -> set[int]:
+    """Copy the stored tensors into ``model`` (a different dtype replaces the data: a cast model); returns their ids."""
+    modules = dict(model.named_modules())
+    loaded = set()
+    for key, value in state.items():
+        owner, _, attr = key.rpartition(".")
+        module = modules.get(owner)
+        target = None if module is None else module._parameters.get(attr, module._buffers.get(attr))
+        if target is None:
+            raise QuantizationError(f"The artifact stores '{key}', which the rebuilt model does not have.")
+        with torch.no_grad():
+            if target.dtype == value.dtype and target.shape == value.shape:
+                target.copy_(value)
+            else:
+                target.data = value.clone()
+        loaded.add(id(target))
+    return loaded
+
+
+def _qweight(record: dict[str, Any]) -> QuantizedWeight:
+    codes = record["codes"].to(torch.int64) + record["shift"]
+    zp = record["zero_point"].to(torch.float64)
+    scale = record["scale"].to(torch.float64).clone()  # not a view that keeps the file's whole storage alive
+    if scale.dim() and zp.dim() == 0:
+        zp = zp.expand(scale.shape).clone()
+    along = zp.reshape([-1] + [1] * (codes.dim() - 1)) if zp.dim() else zp
+    int_weight = (codes.to(torch.float64) + along).to(torch.int32)
+    return QuantizedWeight(int_weight, scale, zp, dict(record["info"]))
+
+
+def _grid(record: dict[str, Any]) -> Grid:
+    def tensor(v: float | torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(v, dtype=torch.float64).clone()
+
+    clip = None if record["clip"] is None else (record["clip"][0], record["clip"][1])
+    return Grid(tensor(record["scale"]), tensor(record["zero_point"]), record["qmin"], record["qmax"], clip)
+
+
+def _rebuild(record: dict[str, Any], module: nn.Module, weights: dict[str, QuantizedWeight], kernels: str | None):
+    kind, note = record["wrapper"], record["note"]
+    if kind == "FloatWrapper":
+        return FloatWrapper(module, record["precision"], note)
+    grids = {p: _grid(g) for p, g in record["grids"].items()}
+    mode = kernels or record.get("integer_kernels", "auto")
+    if kind == "LinearQuantWrapper":
+        bias = record["bias_int"]
+        return LinearQuantWrapper(
+            module, weights[record["weight"]], grids["input"], grids["output"], record["bits_accum"],
+            record["mult_bits"], record["half_range"], note, mode,
+            bias_int=None if bias is None else bias.to(torch.float64),
+        )  # fmt: skip
+    if kind == "WeightFakeQuantWrapper":
+        return WeightFakeQuantWrapper(module, weights[record["weight"]], note)
+    if kind == "EmbeddingQuantWrapper":
+        return EmbeddingQuantWrapper(module, weights[record["weight"]], note)
+    if kind == "FakeQuantWrapper":
+        return FakeQuantWrapper(module, grids["output"], record["half_range"], note)
+    if kind in OPS:
+        inputs = [grids[f"input{i}"] for i in range(sum(p.startswith("input") for p in grids))]
+        args = (record["bits_accum"], record["mult_bits"], record["half_range"], note, mode)
+        return OPS[kind](module, inputs, grids["output"], *args)
+    raise QuantizationError(f"Unknown wrapper '{kind}' in the artifact (written by a newer compress?).")
+
+
+def _dequantized_params(wrapper: nn.Module, loaded: set[int]) -> None:
+    """Give a rebuilt wrapper's float module the weights it stands for (unless a float layer shares them)."""
+    module = wrapper.wrapped
+    with torch.no_grad():
+        if isinstance(wrapper, WEIGHTED) and id(module.weight) not in loaded:
+            module.weight.copy_(wrapper.qweight.dequantized(module.weight.dtype).to(module.weight.device))
+        if isinstance(wrapper, LinearQuantWrapper) and module.bias is not None and wrapper.bias_int is not None:
+            module.bias.copy_((wrapper.bias_int / wrapper.accum_scale).to(module.bias.dtype))
+
+
+def load_quantized(path: str | os.PathLike[str], *, integer_kernels: str | None = None) -> nn.Module:
+    """Rebuild a model saved by :func:`save_quantized` (``torch.load(weights_only=True)``), in eval mode, on CPU.
+
+    Args:
+        path: the artifact.
+        integer_kernels: ``auto`` / ``off`` for every wrapper; default: as saved.
+
+    Example:
+        >>> # model = load_quantized("int8.qpt"); model.score_batch(batch)
+    """
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise QuantizationError(f"{path} is not a compress quantized artifact (format '{FORMAT}').")
+    if obj.get("version") != VERSION:
+        raise QuantizationError(f"{path} has artifact version {obj.get('version')}; this compress reads {VERSION}.")
+    model = fresh_model(obj["model"]["name"], dict(obj["model"]["args"]), list(obj["converters"]))
+    loaded = _load_float_state(model, obj["float_state"])
+    weights = {key: _qweight(rec) for key, rec in obj["weights"].items()}
+    modules, paths = dict(model.named_modules()), module_paths(model)
+    for record in obj["layers"]:
+        module = modules.get(record["name"])
+        if module is None:
+            raise QuantizationError(f"The artifact has a layer '{record['name']}' the rebuilt model lacks.")
+        wrapper = _rebuild(record, module, weights, integer_kernels)
+        if record.get("plan"):
+            wrapper.layer_plan = LayerPlan(**record["plan"])
+        if isinstance(wrapper, WEIGHTED):
+            _dequantized_params(wrapper, loaded)
+        replace_module(paths, module, wrapper)
+    return model.eval()
