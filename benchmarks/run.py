@@ -5,9 +5,10 @@ accuracy vs PyTorch's dynamic int8 and bf16/fp16 autocast, weight bytes, evaluat
 time of a whole study and its stages, calibration memory as the data grows, and how calibration and
 evaluation scale with the data and the model.
 
-Full mode uses the shipped checkpoints and schedules (about 15-25 minutes on 2 cores); ``--quick``
-uses the tiny test fixtures with one repetition and writes to a temporary file unless ``--results``
-names one (the smoke test runs it).
+Full mode uses the shipped checkpoints and schedules (about 20-25 minutes on 2 shared cores, with
+``benchmarks/integer_path.py``, whose "## Integer execution" section is collected into the same file);
+``--quick`` uses the tiny test fixtures with one repetition and writes to a temporary file unless
+``--results`` names one (the smoke test runs it, in about 20-30 s).
 
 OpenMP: on a machine shared with other jobs, OpenMP threads that spin while they wait for each other
 can make a multi-threaded LSTM orders of magnitude slower (measured here: 50 x 8 x 32 LSTM, 0.1 ms

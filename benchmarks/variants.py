@@ -139,10 +139,6 @@ def _has_shared_parameters(model: nn.Module) -> bool:
 def _note_tied_weights(case: Case) -> None:
     # A tied weight that is quantized in one module and left float in another is needed twice when
     # deployed; both tools' byte counts behave differently here, so the table says how.
-    case.variants[W8].bytes_note += (
-        "; the tied embedding/decoder weight is counted once, at int8, although the untouched embedding "
-        "still needs its fp32 copy"
-    )
     case.variants[
         DYNAMIC
     ].bytes_note += "; quantize_dynamic unties the tied weight: an fp32 embedding plus an int8 copy for the decoder"
@@ -179,7 +175,45 @@ def _add_compress_w8(case: Case, model: nn.Module, stats: Any) -> None:
         model, stats=stats, bits_activations=None, bits_parameters=8, mode="symmetric", overrides=overrides
     )
     qmodel = quantizer.prepare_model().eval()
-    case.variants[W8] = Variant(W8, qmodel, weight_bytes=engine.weight_bytes(qmodel), bytes_note="as deployed")
+    nbytes, float_shared = deployed_bytes(qmodel)
+    note = "as deployed"
+    if float_shared:
+        note += (
+            f"; counts the fp32 weights of {', '.join(float_shared)} although a quantized module shares them "
+            f"(`compress.engine.weight_bytes` counts them once, quantized: {engine.weight_bytes(qmodel)} B)"
+        )
+    case.variants[W8] = Variant(W8, qmodel, weight_bytes=nbytes, bytes_note=note)
+
+
+def deployed_bytes(qmodel: nn.Module) -> tuple[int, list[str]]:
+    """Weight bytes of a quantized model where every float module keeps its own float weights.
+
+    Like ``compress.engine.weight_bytes`` (wrappers report their deployed bytes, float parameters count
+    as stored, each Parameter once), except that a float module's parameter also counts when a
+    quantized wrapper uses the same Parameter: a tied embedding left float still needs its float copy.
+    Returns the bytes and the names of the float modules whose shared weights were added.
+
+    Example:
+        >>> deployed_bytes(nn.Sequential(nn.Linear(2, 2)))
+        (24, [])
+    """
+    wrappers = {name: m for name, m in qmodel.named_modules() if callable(getattr(m, "deployed_weight_bytes", None))}
+    seen: set[int] = set()
+    total = sum(int(m.deployed_weight_bytes(seen)) for m in wrappers.values())
+    quantized = set(seen)
+    counted: set[int] = set()
+    shared = []
+    for name, module in qmodel.named_modules():
+        if any(name == w or name.startswith(w + ".") for w in wrappers):
+            continue  # inside a wrapper: its float originals are not deployed
+        for p in module.parameters(recurse=False):
+            if id(p) in counted:
+                continue
+            counted.add(id(p))
+            total += p.numel() * p.element_size()
+            if id(p) in quantized and name not in shared:
+                shared.append(name)
+    return total, shared
 
 
 def _add_torch_variants(case: Case, model: nn.Module, fp32_bytes: int) -> None:
