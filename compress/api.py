@@ -48,7 +48,7 @@ def build_dataset(name: str, **args: Any) -> Any:
     return DATASETS.get(name).obj(**args)
 
 
-def run(schedule: str | Path, *, out: str | Path | None = None, progress: bool = True) -> Any:
+def run(schedule: str | Path, *, out: str | Path | None = None, progress: bool = True, threads: int | None = 1) -> Any:
     """Run a schedule file exactly like ``python -m compress`` and return the results.
 
     Example:
@@ -60,6 +60,8 @@ def run(schedule: str | Path, *, out: str | Path | None = None, progress: bool =
     from compress.plugins import load_entry_point_plugins
     from compress.schedule import load_schedule
 
+    if threads is not None:  # one thread by default, as the CLI (see compress.cli.DEFAULT_THREADS)
+        torch.set_num_threads(threads)
     load_entry_point_plugins()
     s = load_schedule(schedule)
     out_dir = Path(out) if out is not None else Path("runs") / s.name

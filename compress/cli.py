@@ -22,6 +22,10 @@ from compress.errors import CompressError
 __all__ = ["main", "EXIT_USER_ERROR"]
 
 EXIT_USER_ERROR = 2
+# The recurrent loop is thousands of small tensor ops; intra-op threads add a barrier to each of them and
+# gain nothing at these sizes. Measured on our 2-core machine while another job ran: the perf_rnn study took
+# 48 s with 1 thread and 15 min with 2 (one experiment 365 s instead of 1.6 s), with identical results.
+DEFAULT_THREADS = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="report folder (default runs/<schedule name>/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch (default: its own choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        default=DEFAULT_THREADS,
+        help=f"CPU threads for PyTorch (default {DEFAULT_THREADS}: see the README's performance notes)",
+    )
     p.add_argument("--schema", action="store_true", help="print the composed JSON schema of schedules and exit")
     p.add_argument(
         "--list",
@@ -75,12 +85,11 @@ def _run(args: argparse.Namespace) -> int:
     from compress import engine, report
     from compress.schedule import load_schedule
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CompressError(f"--threads must be at least 1, got {args.threads}.")
-        import torch
+    if args.threads < 1:
+        raise CompressError(f"--threads must be at least 1, got {args.threads}.")
+    import torch
 
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
 
     schedule = load_schedule(args.schedule)
     if args.plan:

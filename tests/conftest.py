@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import compress.components  # noqa: F401  (registers the built-ins)
+
+# As the CLI: one intra-op thread (small recurrent ops only pay for thread barriers; see compress.cli).
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
