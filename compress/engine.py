@@ -18,7 +18,6 @@ import copy
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,9 @@ import torch
 
 from compress.errors import CompressError, ConversionError, ModelError
 from compress.registry import CONVERTERS, DATASETS, EVALUATORS, MODELS, QUANTIZERS, STATS_SOURCES
+from compress.results import ExperimentResult, RunResult
 from compress.schedule import Schedule
+from compress.utils import weight_bytes
 
 __all__ = ["ExperimentResult", "RunResult", "run", "plan", "select_device", "DEFAULT_CONVERSION_TOLERANCE"]
 
@@ -34,37 +35,6 @@ __all__ = ["ExperimentResult", "RunResult", "run", "plan", "select_device", "DEF
 # old tool's notebook printed 6e-6 on a 1500-wide model; float32 reassociation over a few
 # hundred steps stays well below 1e-4 on our models (measured ~1e-6).
 DEFAULT_CONVERSION_TOLERANCE = 1e-4
-
-
-@dataclass
-class ExperimentResult:
-    """What one experiment produced."""
-
-    name: str
-    settings: dict[str, Any]
-    metric: str = ""
-    value: float = float("nan")
-    metrics: dict[str, float] = field(default_factory=dict)
-    eval_seconds: float = 0.0
-    weight_bytes: int = 0
-    artifact_bytes: int | None = None  # size on disk of the exported <name>.qpt (experiments with export: true)
-    layers: list[dict[str, Any]] = field(default_factory=list)
-    plan: list[dict[str, Any]] = field(default_factory=list)
-    stats_key: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class RunResult:
-    """Everything a run produced, in stage order."""
-
-    schedule: Schedule
-    device: str
-    conversions: list[dict[str, Any]] = field(default_factory=list)
-    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
-    experiments: list[ExperimentResult] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    checkpoint_bytes: int = 0  # the float model's state dict (what its fp32 checkpoint stores)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -245,20 +215,6 @@ def make_quantizer(qspec: dict[str, Any], model: torch.nn.Module, stats: Any) ->
     if qspec["overrides"]:
         kwargs["overrides"] = qspec["overrides"]
     return QUANTIZERS.get(qspec["name"]).obj(model, stats=stats, **kwargs)
-
-
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the weights as deployed: quantized wrappers report their own, float params count as stored."""
-    total, seen = 0, set()
-    for module in model.modules():
-        fn = getattr(module, "deployed_weight_bytes", None)
-        if callable(fn):
-            total += int(fn(seen))
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel() * p.element_size()
-    return total
 
 
 def evaluate(schedule: Schedule, model: torch.nn.Module, data: Any, progress: bool) -> tuple[dict[str, Any], float]:

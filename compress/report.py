@@ -27,8 +27,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from compress.engine import ExperimentResult, RunResult
 from compress.fileio import atomic_write_json, atomic_write_text
+from compress.results import ExperimentResult, RunResult
 
 __all__ = [
     "comparison_rows",

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["to_device", "cache_dir", "model_device", "model_dtype"]
+__all__ = ["to_device", "cache_dir", "model_device", "model_dtype", "weight_bytes"]
 
 
 def to_device(obj: Any, device: torch.device | str) -> Any:
@@ -52,3 +52,17 @@ def cache_dir() -> Path:
     base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "compress"
     base.mkdir(parents=True, exist_ok=True)
     return base
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the weights as deployed: quantized wrappers report their own, float params count as stored."""
+    total, seen = 0, set()
+    for module in model.modules():
+        fn = getattr(module, "deployed_weight_bytes", None)
+        if callable(fn):
+            total += int(fn(seen))
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel() * p.element_size()
+    return total
