@@ -193,7 +193,7 @@ def accuracy_section(models: list[ModelAccuracy]) -> str:
 def weight_bytes_section(models: list[ModelAccuracy]) -> str:
     """The '## Weight bytes' section body: fp32, fp16/bf16, compress int8 and PyTorch's dynamic int8."""
     parts = [
-        "compress counts weights as deployed (`compress.engine.weight_bytes`: quantized layers at their bit "
+        "compress counts weights as deployed (`compress.utils.weight_bytes`: quantized layers at their bit "
         "width plus scales and zero points, float parameters as stored; the study's `weight_bytes`). PyTorch's "
         "dynamic int8 keeps its weights in packed objects that `parameters()` does not list, so its size is "
         "`torch.save(state_dict)`, compared with the same measure of the fp32 model."

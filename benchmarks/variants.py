@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.utils import weight_bytes
+
 REFERENCE = "fp32 nn.LSTM"
 MODULAR = "compress fp32 modular"
 INT8 = "compress int8_full"
@@ -119,9 +121,9 @@ def load_case(schedule_path: Path, *, title: str, unit: str) -> Case:
     engine.check_data(schedule, float_model, data)
     converted, _ = engine.convert(schedule, float_model, data)
     case = Case(title, unit, schedule, data)
-    fp32_bytes = engine.weight_bytes(float_model)
+    fp32_bytes = weight_bytes(float_model)
     case.variants[REFERENCE] = Variant(REFERENCE, float_model, weight_bytes=fp32_bytes, bytes_note="fp32 parameters")
-    case.variants[MODULAR] = Variant(MODULAR, converted, weight_bytes=engine.weight_bytes(converted))
+    case.variants[MODULAR] = Variant(MODULAR, converted, weight_bytes=weight_bytes(converted))
     stats = _base_stats(schedule, converted, data, cpu)
     _add_compress_int8(case, converted, stats)
     _add_compress_w8(case, converted, stats)
@@ -162,11 +164,10 @@ def _add_compress_int8(case: Case, model: nn.Module, stats: Any) -> None:
     exp = exps[0] if exps else {"args": {"mode": "asymmetric_signed", "per_channel_wts": True, "clip_acts": "avg"}}
     qspec = engine.experiment_quantizer(schedule, exp)
     qmodel = engine.make_quantizer(qspec, model, stats).prepare_model().eval()
-    case.variants[INT8] = Variant(INT8, qmodel, weight_bytes=engine.weight_bytes(qmodel), bytes_note="as deployed")
+    case.variants[INT8] = Variant(INT8, qmodel, weight_bytes=weight_bytes(qmodel), bytes_note="as deployed")
 
 
 def _add_compress_w8(case: Case, model: nn.Module, stats: Any) -> None:
-    from compress import engine
     from compress.quant import PostTrainLinearQuantizer
 
     embeddings = [name for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
@@ -180,7 +181,7 @@ def _add_compress_w8(case: Case, model: nn.Module, stats: Any) -> None:
     if float_shared:
         note += (
             f"; counts the fp32 weights of {', '.join(float_shared)} although a quantized module shares them "
-            f"(`compress.engine.weight_bytes` counts them once, quantized: {engine.weight_bytes(qmodel)} B)"
+            f"(`compress.utils.weight_bytes` counts them once, quantized: {weight_bytes(qmodel)} B)"
         )
     case.variants[W8] = Variant(W8, qmodel, weight_bytes=nbytes, bytes_note=note)
 
@@ -188,7 +189,7 @@ def _add_compress_w8(case: Case, model: nn.Module, stats: Any) -> None:
 def deployed_bytes(qmodel: nn.Module) -> tuple[int, list[str]]:
     """Weight bytes of a quantized model where every float module keeps its own float weights.
 
-    Like ``compress.engine.weight_bytes`` (wrappers report their deployed bytes, float parameters count
+    Like ``compress.utils.weight_bytes`` (wrappers report their deployed bytes, float parameters count
     as stored, each Parameter once), except that a float module's parameter also counts when a
     quantized wrapper uses the same Parameter: a tied embedding left float still needs its float copy.
     Returns the bytes and the names of the float modules whose shared weights were added.
