@@ -39,5 +39,8 @@ def _installed() -> bool:
 def installed_plugin() -> None:
     """Install the example (editable, no dependencies: it needs only compress) unless it already is."""
     if not _installed():
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(PLUGIN)]
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(PLUGIN)]
         subprocess.run(cmd, check=True, capture_output=True)
+    # An editable install is seen by new interpreters (its .pth file); this one needs the folder on its path.
+    if str(PLUGIN) not in sys.path:
+        sys.path.insert(0, str(PLUGIN))

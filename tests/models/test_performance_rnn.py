@@ -209,8 +209,6 @@ def test_generated_performance_writes_a_readable_midi(tmp_path: Path) -> None:
 def test_converted_core_scores_like_the_original(cell: str) -> None:
     from compress.registry import CONVERTERS
 
-    if "rnn_to_modular" not in CONVERTERS:
-        pytest.skip("the rnn_to_modular converter is not registered in this checkout")
     model = _model(cell)
     converted, replaced = CONVERTERS.get("rnn_to_modular").obj(copy.deepcopy(model))
     assert len(replaced) == 1 and replaced[0].startswith("gru:")
