@@ -267,7 +267,7 @@ def test_modular_lstm_projects_all_steps_with_one_call() -> None:
     assert shapes["fc_gate_h"] == [(3, 8)] * 10  # one per time step and layer
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_matches_cpu_and_emulation() -> None:
     on, off = linear_pair(seeded_linear(64, 48, seed=1), 8, 8, "asymmetric_unsigned", "asymmetric_signed", True)
     x = inputs((40, 64), seed=0)
