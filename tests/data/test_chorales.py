@@ -124,6 +124,7 @@ def test_batch_layout_and_options(cache: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_schema_is_strict() -> None:
     import jsonschema
+
     schema = DATASETS.get("bach_chorales").schema
     jsonschema.validate({"window": 100, "evaluation_split": "test", "max_files": None}, schema)
     for bad in ({"windw": 100}, {"window": 1}, {"evaluation_split": "dev"}, {"controls": "yes"}):

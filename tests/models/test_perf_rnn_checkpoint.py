@@ -115,6 +115,7 @@ def test_loading_errors(tmp_path: Path) -> None:
 
 def test_schema_is_strict() -> None:
     import jsonschema
+
     schema = MODELS.get("performance_rnn").schema
     jsonschema.validate({"hidden_dim": 256, "num_layers": 2, "cell": "gru", "dropout": 0.0}, schema)
     for bad in ({"hidden": 256}, {"cell": "rnn"}, {"num_layers": 0}, {"dropout": 1.0}, {"hidden_dim": "big"}):

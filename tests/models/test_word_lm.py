@@ -151,6 +151,7 @@ def test_sample_for_calibration_is_seeded() -> None:
 
 def test_modular_lstm_drop_in_keeps_outputs() -> None:
     from compress.modules import lstm as lstm_module
+
     model = tiny_model()
     converted = copy.deepcopy(model)
     converted.rnn = lstm_module.ModularLSTM.from_float(model.rnn)
