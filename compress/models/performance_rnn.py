@@ -184,6 +184,19 @@ class PerformanceRNN(nn.Module):
             final = torch.cat(finals)
         return torch.cat(outputs, dim=-1), final
 
+    def _run_core(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        if self._vectorizable():
+            return self._run_layers(x, state)
+        core = self.gru
+        if hasattr(core, "forward_all_layers") and not (core._forward_hooks or core._forward_pre_hooks):
+            return self._run_all_layers(x, state)
+        return self._run_steps(x, state)
+
+    def _run_all_layers(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """A modular core gives every layer's sequence in one call (each input projection on all steps)."""
+        outputs, finals = self.gru.forward_all_layers(x, state)
+        return torch.cat(outputs, dim=-1), (finals if isinstance(state, tuple) else finals[0])
+
     def _run_steps(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """All layers' hidden states, one core call per time step (works for any core)."""
         features = []
@@ -222,7 +235,7 @@ class PerformanceRNN(nn.Module):
         if state is None:
             state = self.init_state(z if z is not None else self.inithid_fc.weight.new_zeros(size, self.init_dim))
         x = self.embed_inputs(inputs, controls)
-        features, final = self._run_layers(x, state) if self._vectorizable() else self._run_steps(x, state)
+        features, final = self._run_core(x, state)
         carried = None if fresh and z is not None else _detach(final)
         return self.output_fc(features), carried
 

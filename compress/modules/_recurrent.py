@@ -219,7 +219,30 @@ class ModularRNNBase(nn.Module):
         # PyTorch takes the initial state in the caller's batch order, not in the packed (sorted) order.
         return hx if order is None else tuple(h.index_select(1, order) for h in hx)
 
-    def _layers(self, data: torch.Tensor, sizes: list[int], states: State) -> tuple[torch.Tensor, State]:
+    def forward_all_layers(self, input: torch.Tensor, hx: State | None = None) -> tuple[list[torch.Tensor], State]:
+        """Every layer's output sequence (time-major ``[T, B, D*H]``) and the final states.
+
+        ``nn.LSTM`` returns only the top layer's sequence; models that read every layer's hidden
+        state at every step (the Performance RNN) use this instead of one call per time step, so
+        that each layer's input projection runs once on all steps.
+
+        Example:
+            >>> from compress.modules import ModularGRU
+            >>> outs, finals = ModularGRU(2, 3, num_layers=2).forward_all_layers(torch.zeros(4, 1, 2))
+            >>> [tuple(o.shape) for o in outs], tuple(finals[0].shape)
+            ([(4, 1, 3), (4, 1, 3)], (2, 1, 3))
+        """
+        if input.dim() != 3 or self.batch_first:
+            raise ValueError(f"{type(self).__name__}.forward_all_layers: expected a time-major 3D input.")
+        steps, batch = input.shape[:2]
+        states = self._initial_states(_as_tuple(hx), input, batch, unbatched=False, order=None)
+        outputs: list[torch.Tensor] = []
+        _, finals = self._layers(input.reshape(steps * batch, input.size(2)), [batch] * steps, states, outputs)
+        return [o.view(steps, batch, o.size(1)) for o in outputs], finals
+
+    def _layers(
+        self, data: torch.Tensor, sizes: list[int], states: State, outputs: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, State]:
         finals: list[list[torch.Tensor]] = [[] for _ in states]
         directions = self.directions()
         for layer in range(self.num_layers):
@@ -234,6 +257,8 @@ class ModularRNNBase(nn.Module):
                 for kind, tensor in enumerate(final):
                     finals[kind].append(tensor)
             data = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+            if outputs is not None:
+                outputs.append(data)
         return data, tuple(torch.stack(f) for f in finals)
 
     @classmethod
@@ -357,3 +382,7 @@ def _placement(tensor: torch.Tensor) -> dict[str, object]:
 def _check_type(module: nn.Module, expected: type[nn.Module]) -> None:
     if not isinstance(module, expected):
         raise TypeError(f"Expected an {expected.__name__}, got {type(module).__name__}.")
+
+
+def _as_tuple(hx: State | torch.Tensor | None) -> State | None:
+    return (hx,) if isinstance(hx, torch.Tensor) else hx

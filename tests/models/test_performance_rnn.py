@@ -236,3 +236,25 @@ def test_check_data() -> None:
     small = PerformanceRNN(event_dim=100, hidden_dim=8, num_layers=1)
     with pytest.raises(prnn.ModelError, match="100 events"):
         small.check_data(_OneBatch(torch.full((4, 2), 150), None, torch.zeros(2, 32)))
+
+
+# Batched input projections reassociate float32 sums differently from per-step calls; 1e-5 is the
+# modular RNN's float32 equivalence tolerance (tests/modules).
+ALL_LAYERS_TOL = 1e-5
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_modular_core_runs_all_steps_per_layer_and_matches_stepping(cell: str) -> None:
+    from compress.modules import convert_rnns
+
+    converted, _ = convert_rnns(copy.deepcopy(_model(cell)))
+    batch = (torch.randint(0, 240, (12, 3)), torch.rand(12, 3, 24), torch.randn(3, 32))
+    calls: list[tuple[int, ...]] = []
+    converted.gru.cells[0].fc_gate_x.register_forward_hook(lambda _m, a, _o: calls.append(tuple(a[0].shape)))
+    fast, _ = converted.forward_batch(batch)
+    assert calls == [(12 * 3, converted.hidden_dim)], "one input projection for all steps of layer 0"
+    handle = converted.gru.register_forward_hook(lambda *_: None)  # a hook on the core forces stepping
+    stepped, _ = converted.forward_batch(batch)
+    handle.remove()
+    assert len(calls) == 1 + 12
+    assert (fast - stepped).abs().max() <= ALL_LAYERS_TOL
