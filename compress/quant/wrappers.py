@@ -142,7 +142,7 @@ class FloatWrapper(nn.Module):
 
     _compress_wrapper = True
 
-    def __init__(self, module: nn.Module, precision: str, note: str = "") -> None:
+    def __init__(self, module: nn.Module, precision: str, note: str = "", memo: dict[int, Any] | None = None) -> None:
         super().__init__()
         if precision not in DTYPES:
             raise QuantizationError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}.")
@@ -150,7 +150,9 @@ class FloatWrapper(nn.Module):
         self.precision = precision
         self.note = note
         self.own_dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
-        self.wrapped = copy.deepcopy(module).to(DTYPES[precision])
+        # Copies made with one shared memo share what the originals shared: tied weights stay tied
+        # (and are stored once) when both of their modules run in the same precision.
+        self.wrapped = copy.deepcopy(module, memo if memo is not None else {}).to(DTYPES[precision])
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         back = _first_float_dtype((args, kwargs)) or self.own_dtype
@@ -171,12 +173,14 @@ class BuildContext:
     Attributes:
         legacy_symmetric: old-tool symmetric numerator ``2^(b-1)-1``.
         bank: quantized weights by ``id`` of the float Parameter, so tied weights are quantized once.
+        float_memo: deepcopy memos per precision, so tied weights of float-wrapped modules stay tied.
         integer_kernels: ``auto`` (real integer products where exact) or ``off`` (float64 emulation only).
     """
 
     legacy_symmetric: bool = False
     bank: dict[int, QuantizedWeight] = field(default_factory=dict)
     integer_kernels: str = "auto"
+    float_memo: dict[str, dict[int, Any]] = field(default_factory=dict)  # per precision, for FloatWrapper copies
 
 
 def _shared_weight(module: nn.Module, plan: LayerPlan, ctx: BuildContext) -> tuple[QuantizedWeight, str]:
@@ -266,7 +270,8 @@ def _build(module: nn.Module, plan: LayerPlan, entry: Mapping[str, Any] | None, 
     if kind == "none":
         return None
     if kind == "float":
-        return FloatWrapper(module, plan.settings["precision"], plan.note)
+        precision = plan.settings["precision"]
+        return FloatWrapper(module, precision, plan.note, ctx.float_memo.setdefault(precision, {}))
     if kind == "embedding":
         qweight, note = _shared_weight(module, plan, ctx)
         return EmbeddingQuantWrapper(module, qweight, _join(plan.note, note))

@@ -308,3 +308,27 @@ def test_wrappers_are_deterministic_and_survive_deepcopy():
     x = torch.randn(4, 16)
     assert torch.equal(wrapper(x), copy.deepcopy(wrapper)(x))
     assert torch.equal(wrapper(x), _quantized(lin, entry, mode="asymmetric_signed", per_channel_wts=True)(x))
+
+
+def test_float_wrapped_tied_weights_stay_tied_and_count_once() -> None:
+    from compress.quant import PostTrainLinearQuantizer
+    from compress.utils import weight_bytes
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = nn.Embedding(50, 8)
+            self.decoder = nn.Linear(8, 50)
+            self.decoder.weight = self.encoder.weight
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.decoder(self.encoder(x))
+
+    model = Tied()
+    rules = [{"match": "encoder|decoder", "fp16": True}]
+    q = PostTrainLinearQuantizer(model, {}, overrides=rules).prepare_model()
+    assert q.encoder.wrapped.weight is q.decoder.wrapped.weight
+    assert q.encoder.wrapped.weight.dtype == torch.float16
+    assert model.encoder.weight.dtype == torch.float32, "the user's model is never modified"
+    # 400 fp16 weights stored once (800 B) + the decoder's 50 fp16 biases (100 B)
+    assert weight_bytes(q) == 50 * 8 * 2 + 50 * 2
