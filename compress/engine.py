@@ -18,6 +18,7 @@ import copy
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -287,30 +288,33 @@ def run(
     result.checkpoint_bytes = sum(v.numel() * v.element_size() for v in tensors.values())
     with _timed(t, "convert"):
         model, result.conversions = convert(schedule, float_model, data)
-    calib_batch = _first_batch(data, "calibration")
     _warm_up(data)
-    stats_cache: dict[str, Any] = {}
+    ctx = _Study(schedule, model, data, device, _first_batch(data, "calibration"), result, progress, out_dir)
     for i, exp in enumerate(schedule.data["experiments"]):
-        er = _run_experiment(schedule, exp, i, model, data, device, calib_batch, stats_cache, result, progress, out_dir)
+        er = _run_experiment(ctx, exp, i)
         result.experiments.append(er)
         if on_experiment:
             on_experiment(er)
     return result
 
 
-def _run_experiment(
-    schedule: Schedule,
-    exp: dict[str, Any],
-    i: int,
-    model: torch.nn.Module,
-    data: Any,
-    device: torch.device,
-    calib_batch: Any,
-    stats_cache: dict[str, Any],
-    result: RunResult,
-    progress: bool,
-    out_dir: Path,
-) -> ExperimentResult:
+@dataclass
+class _Study:
+    """What every experiment of one run shares: the converted model, data, statistics cache, outputs."""
+
+    schedule: Schedule
+    model: torch.nn.Module
+    data: Any
+    device: torch.device
+    calib_batch: Any
+    result: RunResult
+    progress: bool
+    out_dir: Path
+    stats_cache: dict[str, Any] = field(default_factory=dict)
+
+
+def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int) -> ExperimentResult:
+    schedule, model, result = ctx.schedule, ctx.model, ctx.result
     t = result.timings
     qspec = experiment_quantizer(schedule, exp)
     er = ExperimentResult(exp["name"], {"quantizer": qspec})
@@ -319,26 +323,24 @@ def _run_experiment(
         stats = None
         if "stats" in schedule.data or "stats" in exp:
             with _timed(t, "stats"):
-                stats, er.stats_key = _experiment_stats(
-                    schedule, exp, i, model, data, device, stats_cache, result, progress, out_dir
-                )
+                stats, er.stats_key = _experiment_stats(ctx, exp, i)
         with _timed(t, "quantize"), _at(schedule, ("experiments", i)):
             quantizer = make_quantizer(qspec, model, stats)
             er.plan = _plan_rows(quantizer)
             qmodel = quantizer.prepare_model().eval()
             er.notes = list(getattr(quantizer, "log", []))
     with _timed(t, "evaluate"):
-        ev, er.eval_seconds = evaluate(schedule, qmodel, data, progress)
+        ev, er.eval_seconds = evaluate(schedule, qmodel, ctx.data, ctx.progress)
     er.metric, er.value, er.metrics = ev["metric"], float(ev["value"]), dict(ev.get("metrics", {}))
     er.weight_bytes = weight_bytes(qmodel)
     if exp.get("export"):
         from compress.quant import save_quantized  # the artifact format belongs to the quant stage
 
         with _timed(t, "export"), _at(schedule, ("experiments", i, "export")):
-            er.artifact_bytes = save_quantized(qmodel, out_dir / f"{er.name}.qpt")
+            er.artifact_bytes = save_quantized(qmodel, ctx.out_dir / f"{er.name}.qpt")
     if quantizer is not None:
         with _timed(t, "layer_report"):
-            er.layers = list(quantizer.layer_records(lambda m: _run_batch(m, calib_batch)))
+            er.layers = list(quantizer.layer_records(lambda m: _run_batch(m, ctx.calib_batch)))
     er.settings["stats"] = result.stats.get(er.stats_key or "", {}).get("spec")
     return er
 
@@ -354,25 +356,16 @@ def _run_batch(model: torch.nn.Module, batch: Any) -> None:
         model.score_batch(batch, None)
 
 
-def _experiment_stats(
-    schedule: Schedule,
-    exp: dict[str, Any],
-    i: int,
-    model: torch.nn.Module,
-    data: Any,
-    device: torch.device,
-    cache: dict[str, Any],
-    result: RunResult,
-    progress: bool,
-    out_dir: Path,
-) -> tuple[Any, str]:
+def _experiment_stats(ctx: _Study, exp: dict[str, Any], i: int) -> tuple[Any, str]:
+    """The experiment's statistics: collected once per distinct source, then its own edits applied."""
+    schedule, result, cache = ctx.schedule, ctx.result, ctx.stats_cache
     spec, path = _stats_for_experiment(schedule, exp, i)
     key = _stats_key(spec)
     if key not in cache:
-        stats = collect_stats(schedule, spec, path, model, data, device, progress)
+        stats = collect_stats(schedule, spec, path, ctx.model, ctx.data, ctx.device, ctx.progress)
         stats, log = edit_stats(schedule, stats, list(spec.get("edits") or []), path + ("edits",))
         fname = spec.get("save") or f"stats-{spec['source']}-{len(cache)}.yaml"
-        stats.save(out_dir / fname)
+        stats.save(ctx.out_dir / fname)
         cache[key] = stats
         result.stats[key] = {"spec": {k: v for k, v in spec.items()}, "file": fname, "edits": log}
     stats = cache[key]

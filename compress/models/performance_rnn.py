@@ -249,8 +249,10 @@ class PerformanceRNN(nn.Module):
 
         Example:
             >>> m = PerformanceRNN(hidden_dim=8, num_layers=1).eval()
-            >>> round(m.score_batch((torch.zeros(5, 1, dtype=torch.long), None))[0]["all"][0] / 5, 1)
-            5.5
+            >>> nll = m.score_batch((torch.zeros(5, 1, dtype=torch.long), None))[0]["all"][0] / 5
+            >>> import math
+            >>> abs(nll - math.log(240)) < 0.3  # an untrained model is close to uniform over 240 events
+            True
         """
         logits, state = self(batch, state)
         targets = self._prepare(batch)[0]
