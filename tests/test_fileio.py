@@ -32,3 +32,14 @@ def test_interrupted_write_keeps_old_file(tmp_path: Path) -> None:
 def test_json(tmp_path: Path) -> None:
     atomic_write_json(tmp_path / "x.json", {"a": [1, 2]})
     assert (tmp_path / "x.json").read_text().startswith("{")
+
+
+def test_written_files_get_umask_permissions(tmp_path: Path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.md", "x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "r.md").stat().st_mode & 0o777 == 0o644
