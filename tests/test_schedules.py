@@ -55,5 +55,7 @@ def test_tiny_schedule_runs_twice_identically(path: Path, tmp_path: Path) -> Non
     rows = {e["name"]: e for e in a["experiments"]}
     assert rows["fp32"]["delta_pct"] == 0.0
     assert all(e["layers"] for name, e in rows.items() if name not in ("fp32", "fp16", "bf16"))
+    artifact = tmp_path / "a" / "int8_full.qpt"  # the schedules export int8_full
+    assert rows["int8_full"]["artifact_bytes"] == artifact.stat().st_size > 0
     int8 = {r["module"]: r for r in rows["int8_full"]["layers"]}
     assert any(".eltwiseadd_gate" in m for m in int8) and any(".act_h" in m for m in int8)
