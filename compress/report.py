@@ -99,7 +99,7 @@ def _artifact_cell(n: int | None, checkpoint_bytes: int) -> str:
     """Exported artifact size and how many times smaller than the fp32 checkpoint ("" when not exported)."""
     if n is None:
         return ""
-    return fmt_bytes(n) + (f" ({checkpoint_bytes / n:.2f}× smaller)" if checkpoint_bytes and n else "")
+    return fmt_bytes(n) + (f" (÷{checkpoint_bytes / n:.2f})" if checkpoint_bytes and n else "")
 
 
 def _display_comparison(rows: list[dict[str, Any]], base_name: str, checkpoint_bytes: int = 0) -> list[list[Any]]:
@@ -123,10 +123,10 @@ def _comparison_headers(rows: list[dict[str, Any]], base_name: str, checkpoint_b
     for k in rows[0]:
         if k in _NOT_METRICS:
             continue
-        heads.append(f"Δ vs {base_name}" if k == "delta_pct" else (f"Δ {k[6:-4]}" if k.startswith("delta_") else k))
+        heads.append(f"Δ vs {base_name}" if k == "delta_pct" else ("Δ" if k.startswith("delta_") else k))
     heads.append("weights")
     if any(r["artifact_bytes"] is not None for r in rows):
-        heads.append(f"artifact (fp32 checkpoint {fmt_bytes(checkpoint_bytes)})")
+        heads.append(f"artifact (fp32: {fmt_bytes(checkpoint_bytes)})")
     return heads + ["eval s", f"× {base_name}"]
 
 

@@ -58,7 +58,7 @@ def test_export_writes_artifact_reports_size_and_scores_identically(tmp_path: Pa
     assert data["checkpoint_bytes"] == result.checkpoint_bytes
     assert [e["artifact_bytes"] for e in data["experiments"]] == [None, int8.artifact_bytes]
     table = (out / "report.md").read_text()
-    assert "artifact (fp32 checkpoint" in table and "× smaller" in table
+    assert "artifact (fp32: " in table and "(÷" in table
 
     model = load_quantized(artifact)
     again = EVALUATORS.get("perplexity").obj(model, engine.build_data(schedule), progress=False)
