@@ -1,25 +1,16 @@
 """Import every built-in component package so that their registrations run.
 
-A stage package that is not there yet (during development) is simply not registered; an
-import error inside one that is there is a real bug and propagates.
+Kept separate from ``compress/__init__.py`` so that ``import compress`` stays light; the CLI, the
+Python API and the tests import this module before looking anything up in a registry.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import compress.data  # noqa: F401
+import compress.evaluate  # noqa: F401
+import compress.models  # noqa: F401
+import compress.modules  # noqa: F401
+import compress.quant  # noqa: F401
+import compress.stats  # noqa: F401
 
-__all__ = ["BUILTIN_PACKAGES"]
-
-BUILTIN_PACKAGES = (
-    "compress.modules",
-    "compress.stats",
-    "compress.quant",
-    "compress.models",
-    "compress.data",
-    "compress.evaluate",
-)
-
-for _name in BUILTIN_PACKAGES:
-    if importlib.util.find_spec(_name) is not None:
-        importlib.import_module(_name)
+__all__: list[str] = []

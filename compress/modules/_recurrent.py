@@ -12,6 +12,7 @@ layout; an unpacked ``[T, B, F]`` input is the special case ``sizes = [B] * T``)
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -27,7 +28,7 @@ StepFn = Callable[[torch.Tensor, State], State]
 TensorOrPacked = torch.Tensor | PackedSequence
 
 
-class ModularCellBase(nn.Module):
+class ModularCellBase(nn.Module, abc.ABC):
     """Gate projections and PyTorch-compatible parameter mapping shared by the modular cells.
 
     Subclasses set ``GATES`` (gate blocks per projection), ``N_STATES`` (tensors in the recurrent
@@ -61,9 +62,9 @@ class ModularCellBase(nn.Module):
         for param in self.parameters():
             nn.init.uniform_(param, -bound, bound)
 
+    @abc.abstractmethod
     def step(self, x_proj: torch.Tensor, state: State) -> State:
         """One time step from the projected input ``fc_gate_x(x)`` and the previous state."""
-        raise NotImplementedError
 
     def param_map(self) -> dict[str, nn.Parameter]:
         """PyTorch parameter stem (``weight_ih``, ...) -> this cell's parameter holding it.
