@@ -235,12 +235,8 @@ def _seed(schedule: Schedule) -> None:
 
 
 def _plan_rows(q: Any) -> list[dict[str, Any]]:
-    rows = []
-    for p in q.resolve_plan():
-        rows.append(
-            p if isinstance(p, dict) else {k: getattr(p, k) for k in vars(p)} if hasattr(p, "__dict__") else p._asdict()
-        )
-    return rows
+    """The quantizer's plan as plain rows (built-ins return dataclasses, plugins may return dicts)."""
+    return [dict(p) if isinstance(p, dict) else dict(vars(p)) for p in q.resolve_plan()]
 
 
 def plan(schedule: Schedule, *, progress: bool = False) -> RunResult:
