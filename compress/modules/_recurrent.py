@@ -5,6 +5,10 @@ depends on the previous state). A layer projects the inputs of *all* time steps 
 ``fc_gate_x`` and runs only ``step`` inside the time loop, so the loop does the minimum of Python work
 while every op is still a module that hooks and quantizer wrappers see.
 
+A cell may also carry ``fused_loop``, a callable ``(data, batch, initial, reverse=...) -> (outputs,
+final) | None`` that runs a whole equal-length sequence at once; quantizers attach one (see
+compress/quant/fused_lstm.py), and None from it means "run the steps".
+
 Unpadded and packed inputs share one code path: a sequence is a flat ``[N, features]`` tensor of
 time-major rows plus ``sizes``, the number of active sequences per time step (``PackedSequence``
 layout; an unpacked ``[T, B, F]`` input is the special case ``sizes = [B] * T``).
@@ -314,6 +318,11 @@ def run_direction(
         (torch.Size([5, 3]), torch.Size([2, 3]))
     """
     # The input projection of all time steps in one call: exact, and far cheaper than T small calls.
+    fused = getattr(cell, "fused_loop", None)
+    if fused is not None and len(set(sizes)) == 1:  # a quantizer's loop on codes (compress/quant/fused_lstm.py)
+        result = fused(data, sizes[0], initial, reverse=reverse)
+        if result is not None:
+            return result
     projected = cell.fc_gate_x(data)
     # A model that calls the layer one step at a time pays no split per call.
     steps = (projected,) if len(sizes) == 1 else torch.split(projected, sizes)

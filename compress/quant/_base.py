@@ -196,6 +196,12 @@ class QuantWrapper(nn.Module):
         stays by the (device) scale tensor, as in :func:`~compress.quant.primitives.dequantize`.
         ``owned``: ``value`` is the caller's float64 temporary and may be overwritten (no copy is made).
         """
+        return self._dequantize_output(self._requantize(value, requant, axis, owned), dtype)
+
+    def _requantize(
+        self, value: torch.Tensor, requant: torch.Tensor | float, axis: int | None = None, owned: bool = False
+    ) -> torch.Tensor:
+        """The output codes ``clamp(round(value * requant - zp))`` (float64), counting clamped values."""
         if isinstance(requant, torch.Tensor) and requant.dim() and axis is not None:
             requant = _along(requant, value, axis)
         if owned and value.dtype == torch.float64:
@@ -203,6 +209,10 @@ class QuantWrapper(nn.Module):
             codes = value if isinstance(requant, float) and requant == 1.0 else value.mul_(requant)
         else:
             codes = _scaled64(value, requant)
+        return self._round_output(codes)
+
+    def _round_output(self, codes: torch.Tensor) -> torch.Tensor:
+        """``clamp(round(codes - zp))`` in place on float64 ``codes`` (the requantized accumulators)."""
         consts = self._floats["output"]
         zp = self.output_zero_point if consts is None else consts[1]
         if consts is None or zp:
@@ -212,7 +222,13 @@ class QuantWrapper(nn.Module):
         if self.track_saturation:
             self.saturated += int(((codes < qmin) | (codes > qmax)).sum())
             self.observed += codes.numel()
-        return codes.clamp_(qmin, qmax).add_(zp).div_(self.output_scale).to(dtype)
+        return codes.clamp_(qmin, qmax)
+
+    def _dequantize_output(self, codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Float values of output codes (float64, overwritten): ``(codes + zp) / scale`` as ``dtype``."""
+        consts = self._floats["output"]
+        zp = self.output_zero_point if consts is None else consts[1]
+        return codes.add_(zp).div_(self.output_scale).to(dtype)
 
     def _emit_chunked(self, value: torch.Tensor, requant: torch.Tensor | float, dtype: torch.dtype) -> torch.Tensor:
         """:meth:`_emit` with a per-tensor ``requant`` in chunks of :data:`CHUNK_ELEMENTS` (element-wise: same bits)."""

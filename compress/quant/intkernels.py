@@ -76,29 +76,52 @@ class IntMatmul(nn.Module):
         any_cw = bool((c_w != 0).any())
         self.register_buffer("c_w", c_w.to(torch.float64) if any_cw else None, persistent=False)
         self.register_buffer("const", const if bool((const != 0).any()) else None, persistent=False)
+        # The whole sum in int32 when no term and no partial sum can leave it (one pass less per call).
+        mm_bound = 128 * float(b.abs().sum(1).max()) if b.numel() else 0.0
+        corr_bound = 128 * self.in_features * float(c_w.abs().max()) + float(const.abs().max()) if b.numel() else 0.0
+        self.exact_int32 = mm_bound + corr_bound <= INT32_MAX
+        self.register_buffer("c_w32", _as_int32(self.c_w) if self.exact_int32 else None, persistent=False)
+        self.register_buffer("const32", _as_int32(self.const) if self.exact_int32 else None, persistent=False)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         """``[M, N]`` float64 exact integer accumulators from ``[M, K]`` shifted codes ``a`` (float64)."""
-        a8 = a.to(torch.int8)
+        return self.accumulate(a.to(torch.int8)).to(torch.float64)
+
+    def accumulate(self, a8: torch.Tensor) -> torch.Tensor:
+        """``[M, N]`` exact integer accumulators from ``[M, K]`` shifted int8 codes ``a8``.
+
+        int32 when every term provably fits (``exact_int32``), else float64 (exact below 2^53).
+        """
         rows = a8.shape[0]
         if rows <= _MM_ROWS:
             mm = torch._int_mm(a8, self.weight_t)
         else:
-            mm = torch.empty(rows, self.out_features, dtype=torch.int32, device=a.device)
+            mm = torch.empty(rows, self.out_features, dtype=torch.int32, device=a8.device)
             for i in range(0, rows, _MM_ROWS):
                 torch._int_mm(a8[i : i + _MM_ROWS], self.weight_t, out=mm[i : i + _MM_ROWS])
+        if self.exact_int32:
+            return self._corrected(mm, a8, torch.int32, self.c_w32, self.const32)
         # Fewest passes over [M, N]: the corrections are built in float64 and the int32 product is added
         # into them (the addition converts it exactly); a row sum of integer codes in float64 is exact.
-        if self.c_w is not None:
-            rows_sum = a.sum(1)
-            corr = torch.outer(rows_sum, self.c_w) if self.const is None else torch.addr(self.const, rows_sum, self.c_w)
+        return self._corrected(mm, a8, torch.float64, self.c_w, self.const)
+
+    @staticmethod
+    def _corrected(mm: torch.Tensor, a8: torch.Tensor, dtype: torch.dtype, c_w: torch.Tensor | None,
+                   const: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+        if c_w is not None:
+            rows_sum = a8.sum(1, dtype=dtype)
+            corr = torch.outer(rows_sum, c_w) if const is None else torch.addr(const, rows_sum, c_w)
             return corr.add_(mm)
-        if self.const is not None:
-            return torch.add(mm, self.const)
-        return mm.to(torch.float64)
+        if const is not None:
+            return torch.add(mm, const)
+        return mm if dtype == torch.int32 else mm.to(dtype)
 
     def extra_repr(self) -> str:
         return f"int8 {self.in_features} -> {self.out_features}, x_shift={self.x_shift}, c_x={self.c_x:g}"
+
+
+def _as_int32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.to(torch.int32)
 
 
 def _kn_operand(b: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from torch import nn
 
 from compress.errors import QuantizationError
 from compress.quant._base import Grid
+from compress.quant.fused_lstm import attach_fused_loops
 from compress.quant.op_wrappers import ConcatQuantWrapper, EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
 from compress.quant.param_wrappers import (
     EmbeddingQuantWrapper,
@@ -157,4 +158,5 @@ def load_quantized(path: str | os.PathLike[str], *, integer_kernels: str | None 
         if isinstance(wrapper, WEIGHTED):
             _dequantized_params(wrapper, loaded)
         replace_module(paths, module, wrapper)
+    attach_fused_loops(model)
     return model.eval()

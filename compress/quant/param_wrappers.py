@@ -23,6 +23,7 @@ computed when the wrapper is built.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -283,7 +284,7 @@ class LinearQuantWrapper(_WeightedWrapper):
             codes = self._codes(x, "input")
             if mm.x_shift:
                 codes.sub_(mm.x_shift)
-            acc = mm(codes.reshape(-1, mm.in_features))
+            acc = mm.accumulate(codes.reshape(-1, mm.in_features).to(torch.int8))
             return acc.reshape(*x.shape[:-1], mm.out_features)
         x_int = self._quantize_input(x, "input")
         unbatched = x_int.dim() == (2 if isinstance(self.wrapped, nn.Conv1d) else 3)
@@ -296,19 +297,49 @@ class LinearQuantWrapper(_WeightedWrapper):
         return self.int_mm is not None and (x.device.type, x.numel() // max(x.shape[-1], 1)) not in self._refused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._by_rows(x, self._forward, x.dtype)
+
+    def output_codes(
+        self,
+        x: torch.Tensor,
+        finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        dtype: torch.dtype = torch.int32,
+    ) -> torch.Tensor:
+        """The output grid's codes of ``forward(x)`` (the values it dequantizes), without dequantizing.
+
+        ``finish`` maps each chunk's float64 codes to float64 values stored as ``dtype`` (default: the
+        codes themselves), so per-element work on the codes runs while the chunk is in cache.
+
+        Example:
+            >>> from compress.quant._base import Grid
+            >>> g = Grid(torch.tensor(10.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), -128, 127)
+            >>> fc = nn.Linear(1, 1, bias=False); _ = fc.weight.data.fill_(0.5)
+            >>> w = LinearQuantWrapper(fc, quantize_weight(fc.weight, 8, "symmetric", False), g, g, 32, None)
+            >>> w.output_codes(torch.tensor([[1.0]]))
+            tensor([[5]], dtype=torch.int32)
+        """
+        finish = finish or (lambda codes: codes)
+        return self._by_rows(x, lambda chunk: finish(self._requantize(*self._accumulator(chunk))), dtype)
+
+    def _by_rows(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
         rows = x.numel() // max(x.shape[-1], 1) if x.dim() > 1 else 1
         step = max(16, CHUNK_ELEMENTS // self.qweight.int_weight.shape[0])
         if not self._linear or rows <= step:
-            return self._forward(x)
+            return fn(x).to(dtype)
         # Rows in chunks: the float64 temporaries of one chunk stay in cache (several times faster on
         # [T*B, N] inputs than whole-tensor passes, measured); every row is computed independently.
         flat = x.reshape(rows, x.shape[-1])
-        out = torch.empty(rows, self.qweight.int_weight.shape[0], dtype=x.dtype, device=x.device)
+        out = torch.empty(rows, self.qweight.int_weight.shape[0], dtype=dtype, device=x.device)
         for i in range(0, rows, step):
-            out[i : i + step] = self._forward(flat[i : i + step])
+            out[i : i + step] = fn(flat[i : i + step])
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Dequantized outputs in float64 (the caller stores them as the input's dtype: the same cast)."""
+        return self._dequantize_output(self._requantize(*self._accumulator(x)), torch.float64)
+
+    def _accumulator(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float, int, bool]:
+        """Arguments of ``_requantize``: the exact accumulators (clamped, rectified), requant factor, axis."""
         acc = None
         if self._use_int_mm(x):
             try:
@@ -322,7 +353,7 @@ class LinearQuantWrapper(_WeightedWrapper):
         if self.half_range:
             acc = acc.relu_()
         requant = self.requant_scale if self._requant is None else self._requant
-        return self._emit(acc, requant, x.dtype, self._channel_axis(), owned=True)
+        return acc, requant, self._channel_axis(), True
 
     def _refuse(self, x: torch.Tensor, err: RuntimeError) -> None:
         key = (x.device.type, x.numel() // max(x.shape[-1], 1))

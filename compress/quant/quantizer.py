@@ -27,6 +27,7 @@ from typing import Any
 from torch import nn
 
 from compress.errors import QuantizationError
+from compress.quant.fused_lstm import attach_fused_loops
 from compress.quant.netaware import net_aware_clip, plain_copy
 from compress.quant.plan import LayerPlan, resolve_plan
 from compress.quant.records import capture_outputs, layer_rows, sqnr_by_layer
@@ -253,6 +254,7 @@ class PostTrainLinearQuantizer:
             wrapper = build_wrapper(modules[plan.name], plan, stats.get(plan.name), ctx)
             if wrapper is not None:
                 replace_module(paths, modules[plan.name], wrapper)
+        attach_fused_loops(model)
         return model, plans
 
     def layer_records(self, run: Callable[[nn.Module], None]) -> list[dict[str, Any]]:

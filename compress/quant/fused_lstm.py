@@ -1,0 +1,285 @@
+"""The fused integer time loop of a quantized LSTM layer: one int8 product and a few table lookups per step.
+
+In a fully quantized :class:`~compress.modules.ModularLSTMCell` every value that crosses a step is a
+code on a known grid of at most 256 codes, and every gate op after ``fc_gate_h`` is an element-wise
+function of one or two such codes. Such a function is exactly a table: built once by running the
+op's own wrapper on every code (pair), it returns the wrapper's output code bit for bit. So a step is
+
+    a8    = HIN[h]                              # fc_gate_h's int8 input codes
+    q     = requant(_int_mm(a8, W) + corrections)   # fc_gate_h's output codes (the wrapper's float64 ops)
+    gates = GATE[x_t, q]                        # eltwiseadd_gate followed by act_i/f/g/o, all four at once
+    c     = CELL[MULF[f, c], MULI[i, g]]        # forget and input products, then their sum
+    h     = HID[o, c]                           # act_h followed by eltwisemult_hidden
+
+with ``x_t`` the codes of ``fc_gate_x`` on all steps (computed before the loop, one batched product).
+The loop keeps codes only; outputs are dequantized once at the end. Outputs and final states are
+identical (``torch.equal``) to running the wrappers one op at a time (tests/quant/test_fused_lstm.py).
+
+The loop declines (returns None, and the per-op modules run) when a call could observe the ops:
+hooks on the cell's modules, saturation counting, gradients, or sequences of unequal length.
+Activation tables are built from both the vectorized and the scalar evaluation of the activation;
+when the two disagree on any code the layer is not fused (the per-op path would depend on the
+element's position).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.quant._base import Grid, QuantWrapper
+from compress.quant.op_wrappers import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
+from compress.quant.param_wrappers import LinearQuantWrapper
+from compress.quant.wrappers import FakeQuantWrapper
+
+__all__ = ["FusedLSTMLoop", "fused_lstm_blocker", "attach_fused_loops"]
+
+_MAX_CODES = 256  # table sizes grow with the square of the codes per grid: 8-bit grids at most
+_ACTS = ("act_i", "act_f", "act_g", "act_o", "act_h")
+_PAIRS = {
+    "eltwiseadd_gate": EltwiseAddQuantWrapper,
+    "eltwisemult_cell_forget": EltwiseMultQuantWrapper,
+    "eltwisemult_cell_input": EltwiseMultQuantWrapper,
+    "eltwiseadd_cell": EltwiseAddQuantWrapper,
+    "eltwisemult_hidden": EltwiseMultQuantWrapper,
+}
+
+
+def _small_grid(wrapper: QuantWrapper, prefix: str) -> bool:
+    qmin, qmax = wrapper._qrange[prefix]
+    return wrapper._floats[prefix] is not None and qmax - qmin < _MAX_CODES
+
+
+def fused_lstm_blocker(cell: nn.Module) -> str:
+    """Why ``cell`` cannot run the fused integer loop ("" when it can).
+
+    Example:
+        >>> from compress.modules import ModularLSTMCell
+        >>> fused_lstm_blocker(ModularLSTMCell(2, 3))
+        'fc_gate_x is Linear, not an integer linear wrapper'
+    """
+    for name in ("fc_gate_x", "fc_gate_h"):
+        fc = getattr(cell, name)
+        if not isinstance(fc, LinearQuantWrapper):
+            return f"{name} is {type(fc).__name__}, not an integer linear wrapper"
+        if not _small_grid(fc, "output"):
+            return f"{name}: output grid wider than {_MAX_CODES} codes or per channel"
+    if cell.fc_gate_h.int_mm is None or not _small_grid(cell.fc_gate_h, "input"):
+        return "fc_gate_h does not run on the int8 kernel"
+    for name in _ACTS:
+        act = getattr(cell, name)
+        if not isinstance(act, FakeQuantWrapper) or not isinstance(act.wrapped, (nn.Sigmoid, nn.Tanh)):
+            return f"{name} is {type(act).__name__}, not a quantized sigmoid/tanh"
+        if not _small_grid(act, "output"):
+            return f"{name}: output grid wider than {_MAX_CODES} codes"
+    for name, kind in _PAIRS.items():
+        op = getattr(cell, name)
+        if type(op) is not kind or op.num_inputs != 2:
+            return f"{name} is {type(op).__name__}, not a quantized two-input op"
+        if not all(_small_grid(op, p) for p in ("input0", "input1", "output")):
+            return f"{name}: a grid wider than {_MAX_CODES} codes or per channel"
+    return ""
+
+
+def _values(grid: Grid, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The float value of every code of ``grid``, computed as the wrappers dequantize (float64, then ``dtype``)."""
+    codes = torch.arange(grid.qmin, grid.qmax + 1, dtype=torch.float64, device=device)
+    return codes.add_(grid.zero_point.to(device)).div_(grid.scale.to(device)).to(dtype)
+
+
+def _offset_codes(values: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """Codes minus ``qmin`` (int64) of dequantized ``values`` of ``grid``: the exact inverse of :func:`_values`."""
+    zp, scale = grid.zero_point.to(values.device), grid.scale.to(values.device)
+    codes = values.to(torch.float64).mul_(scale).sub_(zp).round_()
+    return codes.sub_(grid.qmin).to(torch.int64)
+
+
+def _pair_table(op: QuantWrapper, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Flat table ``[len(first) * len(second)]`` of ``op``'s output codes on every pair of input values."""
+    a = first[:, None].expand(len(first), len(second)).contiguous()
+    b = second[None, :].expand(len(first), len(second)).contiguous()
+    return _offset_codes(op(a, b), op.grid("output")).reshape(-1).to(torch.int32)
+
+
+def _act_table(act: FakeQuantWrapper, inputs: torch.Tensor) -> torch.Tensor | None:
+    """Output codes of ``act`` on every input value, or None when vector and scalar evaluation disagree."""
+    vector = _offset_codes(act(inputs), act.grid("output"))
+    doubled = torch.stack([inputs, inputs], 1).reshape(-1)
+    scalar = _offset_codes(act(doubled[::2]), act.grid("output"))  # a strided input takes the scalar loop
+    return vector if torch.equal(vector, scalar) else None
+
+
+class _Tables:
+    """Every table of one cell for one (dtype, device); see the module doc for the names."""
+
+    def __init__(self, cell: nn.Module, dtype: torch.dtype, device: torch.device) -> None:
+        def values(module: QuantWrapper) -> torch.Tensor:
+            return _values(module.grid("output"), dtype, device)
+
+        fc_x, fc_h, add = cell.fc_gate_x, cell.fc_gate_h, cell.eltwiseadd_gate
+        acts = {name: _act_table(getattr(cell, name), values(add)) for name in _ACTS if name != "act_h"}
+        acts["act_h"] = _act_table(cell.act_h, values(cell.eltwiseadd_cell))
+        self.unstable = sorted(name for name, table in acts.items() if table is None)
+        if self.unstable:
+            return
+        gate_sum = _pair_table(add, values(fc_x), values(fc_h)).to(torch.int64)
+        self.n_x, self.n_h = fc_x.grid("output").qmax - fc_x.grid("output").qmin + 1, len(values(fc_h))
+        self.gate = torch.cat([acts[name][gate_sum] for name in ("act_i", "act_f", "act_g", "act_o")]).to(torch.int32)
+        self.n_f, self.n_i, self.n_g = len(values(cell.act_f)), len(values(cell.act_i)), len(values(cell.act_g))
+        self.n_c = len(values(cell.eltwiseadd_cell))
+        self.mul_f = _pair_table(cell.eltwisemult_cell_forget, values(cell.act_f), values(cell.eltwiseadd_cell))
+        self.mul_i = _pair_table(cell.eltwisemult_cell_input, values(cell.act_i), values(cell.act_g))
+        self.n_mi = len(values(cell.eltwisemult_cell_input))
+        products = values(cell.eltwisemult_cell_forget), values(cell.eltwisemult_cell_input)
+        self.cell = _pair_table(cell.eltwiseadd_cell, *products)
+        tanh_c = values(cell.act_h)[acts["act_h"]]
+        self.hidden = _pair_table(cell.eltwisemult_hidden, values(cell.act_o), tanh_c)
+        h_values = values(cell.eltwisemult_hidden)
+        shift = fc_h.int_mm.x_shift
+        self.h_in = fc_h._codes(h_values, "input").sub_(shift).to(torch.int8)
+        self.h_values, self.c_values = h_values, values(cell.eltwiseadd_cell)
+
+
+class FusedLSTMLoop:
+    """Runs a quantized :class:`~compress.modules.ModularLSTMCell` over a sequence on codes (see module doc).
+
+    Attached by :func:`attach_fused_loops` as ``cell.fused_loop``; ``run_direction`` calls it and falls
+    back to the per-op loop when it returns None. Not a module: it adds no state and no names.
+
+    Example:
+        >>> # cell.fused_loop(data, batch, (h0, c0), reverse=False) -> (outputs, (h, c)) or None
+    """
+
+    def __init__(self, cell: nn.Module) -> None:
+        self.cell = cell
+        self._tables: dict[tuple[torch.dtype, torch.device], _Tables] = {}
+
+    def tables(self, dtype: torch.dtype, device: torch.device) -> _Tables:
+        key = (dtype, device)
+        if key not in self._tables:
+            self._tables[key] = _Tables(self.cell, dtype, device)
+        return self._tables[key]
+
+    def _observed(self) -> bool:
+        """True when running the ops one by one could be seen from outside (hooks, saturation counting)."""
+        hooks = (nn.modules.module._global_forward_hooks, nn.modules.module._global_forward_pre_hooks)
+        if any(hooks):
+            return True
+        for module in self.cell.modules():
+            if module._forward_hooks or module._forward_pre_hooks or getattr(module, "track_saturation", False):
+                return True
+        return False
+
+    def __call__(
+        self, data: torch.Tensor, batch: int, initial: tuple[torch.Tensor, ...], *, reverse: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None:
+        """``([T * batch, H] outputs, (h, c))`` for time-major input rows ``data`` ``[T * batch, in]``
+        as the per-op loop computes them, or None to let it run."""
+        if self._observed() or (torch.is_grad_enabled() and data.requires_grad) or not data.is_floating_point():
+            return None
+        tables = self.tables(data.dtype, data.device)
+        if tables.unstable:
+            return None
+        try:
+            return _run(self.cell, tables, data, batch, initial, reverse)
+        except RuntimeError:  # e.g. a device's _int_mm refusing a shape: the per-op path handles (and notes) it
+            return None
+
+
+def _on_grid(state: torch.Tensor, grid: Grid, values: torch.Tensor) -> torch.Tensor | None:
+    """Offset codes of a state tensor when every element is exactly a value of ``grid``, else None."""
+    codes = _offset_codes(state, grid).clamp_(0, len(values) - 1)
+    return codes.to(torch.int32) if torch.equal(values[codes], state) else None
+
+
+def _initial_codes(cell: nn.Module, tables: _Tables, first: torch.Tensor, initial: tuple[torch.Tensor, ...]):
+    """Codes of the state entering the loop, running the first step per op when ``initial`` is off the grids.
+
+    ``first``: the layer input rows of the first step taken (projected here only when needed).
+    """
+    h_grid, c_grid = cell.eltwisemult_hidden.grid("output"), cell.eltwiseadd_cell.grid("output")
+    h, c = _on_grid(initial[0], h_grid, tables.h_values), _on_grid(initial[1], c_grid, tables.c_values)
+    if h is not None and c is not None:
+        return h, c, False
+    h_f, c_f = cell.step(cell.fc_gate_x(first), tuple(initial))
+    return _offset_codes(h_f, h_grid).to(torch.int32), _offset_codes(c_f, c_grid).to(torch.int32), True
+
+
+def _hidden_product(fc: LinearQuantWrapper, a8: torch.Tensor, requant: Any) -> torch.Tensor:
+    """fc_gate_h's output codes (float64) from its int8 input codes: the wrapper's own operations."""
+    acc = fc.int_mm.accumulate(a8)
+    if fc._clamp_acc:
+        acc = acc.clamp_(*fc.accum)
+    if fc.half_range:
+        acc = acc.relu_()
+    return fc._requantize(acc, requant, -1, owned=True)
+
+
+def _gate_base(cell: nn.Module, tables: _Tables, data: torch.Tensor) -> torch.Tensor:
+    """``[T * B, 4H]`` int32: each step's gate-table index before fc_gate_h's code is added (see ``_run``).
+
+    Built chunk by chunk from fc_gate_x's codes (never dequantized): index = gate * n_x * n_h
+    + (x_code - x_qmin) * n_h - h_qmin. Integers far below 2^53: exact in float64.
+    """
+    hidden, fc_x = cell.hidden_size, cell.fc_gate_x
+    gate = torch.arange(4 * hidden, device=data.device, dtype=torch.float64) // hidden
+    x_qmin, h_qmin = fc_x._qrange["output"][0], cell.fc_gate_h._qrange["output"][0]
+    offsets = gate * (tables.n_x * tables.n_h) - x_qmin * tables.n_h - h_qmin
+    return fc_x.output_codes(data, lambda codes: torch.add(offsets, codes, alpha=tables.n_h))
+
+
+def _run(cell: nn.Module, tables: _Tables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
+    fc_h, hidden = cell.fc_gate_h, cell.hidden_size
+    steps = data.shape[0] // batch
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    base = _gate_base(cell, tables, data).view(steps, batch, -1)
+    out = torch.empty(steps, batch * hidden, dtype=torch.int32, device=data.device)
+    first = data[order[0] * batch : (order[0] + 1) * batch]
+    h, c, first_done = _initial_codes(cell, tables, first, initial)
+    if first_done:
+        out[order[0]] = h.view(-1)
+        order = order[1:]
+    requant = fc_h.requant_scale if fc_h._requant is None else fc_h._requant
+    for t in order:
+        q = _hidden_product(fc_h, tables.h_in.index_select(0, h.view(-1)).view(batch, hidden), requant)
+        gates = tables.gate.index_select(0, base[t].add_(q.to(torch.int32)).view(-1)).view(batch, 4 * hidden)
+        i, f, g, o = gates.chunk(4, 1)
+        forget = tables.mul_f.index_select(0, torch.add(c.view(batch, hidden), f, alpha=tables.n_c).view(-1))
+        inp = tables.mul_i.index_select(0, torch.add(g, i, alpha=tables.n_g).view(-1))
+        c = tables.cell.index_select(0, torch.add(inp, forget, alpha=tables.n_mi))
+        torch.index_select(tables.hidden, 0, torch.add(c.view(batch, hidden), o, alpha=tables.n_c).view(-1), out=out[t])
+        h = out[t]
+    values = tables.h_values.index_select(0, out.view(-1)).view(steps * batch, hidden)
+    h_last, c_last = (tables.h_values.index_select(0, h.reshape(-1)), tables.c_values.index_select(0, c.reshape(-1)))
+    return values, (h_last.view(batch, hidden), c_last.view(batch, hidden))
+
+
+def attach_fused_loops(model: nn.Module) -> dict[str, str]:
+    """Give every fully quantized modular LSTM cell of ``model`` its fused loop; returns ``{cell: why not}``.
+
+    Cells whose wrappers run with ``integer_kernels: off`` are left alone (the emulation is what was asked).
+
+    Example:
+        >>> from compress.modules import ModularLSTM
+        >>> attach_fused_loops(ModularLSTM(2, 3))
+        {'cells.0': 'fc_gate_x is Linear, not an integer linear wrapper'}
+    """
+    from compress.modules import ModularLSTMCell
+
+    blocked: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if type(module) is not ModularLSTMCell:
+            continue
+        why = fused_lstm_blocker(module)
+        if not why and module.fc_gate_h.integer_kernels == "off":
+            why = "integer_kernels: off"
+        if why:
+            blocked[name] = why
+            module.__dict__.pop("fused_loop", None)
+            continue
+        module.fused_loop = FusedLSTMLoop(module)
+        for child in module.children():
+            child.fused_in = name
+    return blocked
