@@ -252,7 +252,9 @@ class QuantWrapper(nn.Module):
         """Scales, zero points and clip ranges for the per-layer report (weights added by subclasses)."""
         inputs = sorted(p for p in self._qrange if p.startswith("input"))
         out = "output" in self._qrange
+        fused = {"kernel": self.fused_kernel} if getattr(self, "fused_kernel", None) else {}
         return {
+            **fused,
             "input_scale": [float(self._scale(p).median()) for p in inputs] or None,
             "input_zero_point": [float(self._zp(p).median()) for p in inputs] or None,
             "output_scale": float(self.output_scale) if out else None,

@@ -66,6 +66,8 @@ def fused_lstm_blocker(cell: nn.Module) -> str:
             return f"{name} is {type(fc).__name__}, not an integer linear wrapper"
         if not _small_grid(fc, "output"):
             return f"{name}: output grid wider than {_MAX_CODES} codes or per channel"
+    if cell.fc_gate_h.integer_kernels == "off":
+        return "integer_kernels: off"
     if cell.fc_gate_h.int_mm is None or not _small_grid(cell.fc_gate_h, "input"):
         return "fc_gate_h does not run on the int8 kernel"
     for name in _ACTS:
@@ -273,13 +275,14 @@ def attach_fused_loops(model: nn.Module) -> dict[str, str]:
         if type(module) is not ModularLSTMCell:
             continue
         why = fused_lstm_blocker(module)
-        if not why and module.fc_gate_h.integer_kernels == "off":
-            why = "integer_kernels: off"
+        for child_name, child in module.named_children():  # the report's kernel column: how evaluation runs it
+            if isinstance(child, QuantWrapper):
+                child.fused_kernel = (
+                    None if why else "int_mm, fused loop" if "fc_gate" in child_name else "table, fused loop"
+                )
         if why:
             blocked[name] = why
             module.__dict__.pop("fused_loop", None)
             continue
         module.fused_loop = FusedLSTMLoop(module)
-        for child in module.children():
-            child.fused_in = name
     return blocked

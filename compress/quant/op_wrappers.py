@@ -93,7 +93,7 @@ class _OpWrapper(QuantWrapper):
         return self._emit(acc, requant, dtype, owned=True)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "kernel": getattr(self, "kernel", None)}
+        return {"kernel": getattr(self, "kernel", None), **super().describe()}
 
 
 def _float_dtype(inputs: tuple[torch.Tensor, ...]) -> torch.dtype:

@@ -362,7 +362,7 @@ class LinearQuantWrapper(_WeightedWrapper):
         self.note = "; ".join(n for n in (self.note, f"int_mm refused on {key[0]} ({first_line}): emulated") if n)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "kernel": self.kernel}
+        return {"kernel": self.kernel, **super().describe()}
 
     def _bias_bytes(self) -> int:
         return 0 if self.bias_int is None else self.bias_int.numel() * 4

@@ -58,6 +58,7 @@ def test_int8_full_lstm_round_trip_is_bit_exact(tmp_path: Path) -> None:
     names = {n: type(m).__name__ for n, m in loaded.named_modules()}
     assert names["gru.cells.1.fc_gate_h"] == "LinearQuantWrapper" and names["gru"] == "ModularLSTM"
     assert loaded.gru.cells[0].fc_gate_x.kernel == "int_mm"
+    assert all(hasattr(cell, "fused_loop") for cell in loaded.gru.cells)  # the loaded model runs the fused loop
     assert loaded.gru.cells[0].fc_gate_x.layer_plan.settings["mode_weights"] == "asymmetric_signed"
 
 
