@@ -179,3 +179,18 @@ def test_every_code_pair_of_a_two_input_table_matches_the_wrapper() -> None:
         grid = cell.eltwisemult_cell_forget.grid("output")
         code = int(torch.round(out.double() * grid.scale - grid.zero_point)) - grid.qmin
         assert tables.mul_f[(qf - f_grid.qmin) * tables.n_c + (qc - c_grid.qmin)] == code
+
+
+def test_loop_runs_on_one_thread_and_restores_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    on, off = quantized_pair(Core(seed=11), mode="symmetric")
+    seen = []
+    real = fused_lstm._steps
+    monkeypatch.setattr(fused_lstm, "_steps", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert_same_outputs(on, off, sequences(5, 2))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 1]
