@@ -22,9 +22,11 @@ default quantized model, so the script also runs against a compress without ``in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import io
+import os
 import platform
 import statistics
 import tempfile
@@ -34,12 +36,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP: idle threads sleep, not spin
 
-import compress
-from compress.registry import EVALUATORS, STATS_SOURCES
-from compress.stats import StatsContext
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import compress  # noqa: E402
+import compress.quant.fused_lstm as fused_lstm  # noqa: E402
+from compress.registry import EVALUATORS, STATS_SOURCES  # noqa: E402
+from compress.stats import StatsContext  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -174,12 +179,42 @@ def measure(name: str, spec: dict[str, Any], rounds: int, steps: int, compat: bo
             evals[key].append(evaluate(model, data)[0])
             gens[key].append(generation_ms(model, steps))
     facts["fp32_file_bytes"] = saved_bytes(variants["fp32 nn.LSTM"].state_dict())
+    if "compress integer" in variants:
+        facts["split"] = time_split(variants["compress integer"], data)
     if not compat:
         artifact = Path(tempfile.mkdtemp()) / f"{name}.qpt"
         facts["artifact_bytes"] = compress.save_quantized(variants["compress integer"], artifact)
         facts["dynamic_bytes"] = saved_bytes(variants["PyTorch dynamic int8"].state_dict())
     return {"name": name, "unit": spec["unit"], "units": units, "metrics": first, "evals": evals,
             "gens": gens, "facts": facts, "steps": steps}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _timed(module: Any, name: str, into: dict[str, float], key: str):
+    """Accumulate the wall time of ``module.name`` calls into ``into[key]`` while the block runs."""
+    real = getattr(module, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            into[key] = into.get(key, 0.0) + time.perf_counter() - start
+
+    setattr(module, name, timed)
+    try:
+        yield
+    finally:
+        setattr(module, name, real)
+
+
+def time_split(model: nn.Module, data: Any) -> dict[str, float]:
+    """Where the integer path's evaluation time goes: input projections, time loops, everything else (s)."""
+    split: dict[str, float] = {}
+    with _timed(fused_lstm, "_gate_base", split, "input projection"), _timed(fused_lstm, "_steps", split, "loop"):
+        total = evaluate(model, data)[0]
+    split["rest"] = total - sum(split.values())
+    return {"total": total, **split}
 
 
 def median_ratio(num: list[float], den: list[float]) -> float:
@@ -191,7 +226,7 @@ def model_section(m: dict[str, Any]) -> list[str]:
     ref = m["evals"]["fp32 nn.LSTM"]
     gref = m["gens"]["fp32 nn.LSTM"]
     lines = [
-        f"### {m['name']} ({m['units']} {m['unit']} per evaluation)",
+        f"### {m['name']}, {m['threads']} thread(s) ({m['units']} {m['unit']} per evaluation)",
         "",
         f"| variant | perplexity | eval s (median) | {m['unit']}/s | × fp32 nn.LSTM | "
         f"generation ms/step | × fp32 nn.LSTM |",
@@ -212,7 +247,15 @@ def model_section(m: dict[str, Any]) -> list[str]:
         ratio = f["fp32_bytes"] / f["dynamic_bytes"]
         sizes.append(f"PyTorch dynamic int8 state dict {f['dynamic_bytes']:,} B ({ratio:.2f}× smaller)")
     same = _same_metrics(m["metrics"])
-    return lines + ["", "Sizes: " + "; ".join(sizes) + ".", "", same, ""]
+    return lines + ["", "Sizes: " + "; ".join(sizes) + ".", "", same, *_split_lines(f.get("split")), ""]
+
+
+def _split_lines(split: dict[str, float] | None) -> list[str]:
+    if not split:
+        return []
+    total = split["total"]
+    parts = ", ".join(f"{k} {v:.3f} s ({100 * v / total:.0f}%)" for k, v in split.items() if k != "total")
+    return ["", f"Where the integer path's evaluation time goes (one extra run, {total:.3f} s): {parts}."]
 
 
 def _same_metrics(metrics: dict[str, dict[str, Any]]) -> str:
@@ -232,7 +275,8 @@ def machine() -> str:
     except OSError:
         pass
     return (
-        f"{datetime.date.today().isoformat()}: {cpu}, {torch.get_num_threads()} thread(s) (shared machine), "
+        f"{datetime.date.today().isoformat()}: {cpu} (2 cores, shared machine), OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
         f"{platform.system()}, Python {platform.python_version()}, torch {torch.__version__}."
     )
 
@@ -265,7 +309,7 @@ def write_section(text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100, help="generated steps per latency measurement")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -273,17 +317,18 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="replace the section in benchmarks/RESULTS.md")
     parser.add_argument("--quick", action="store_true", help="tiny fixture, 1 round, 5 steps: a smoke test")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     table = QUICK if args.quick else MODELS
     rounds, steps = (1, 5) if args.quick else (args.rounds, args.steps)
+    if args.quick and args.write:
+        parser.error("--quick numbers are not results; drop --write")
     results = []
     for name in [n for n in args.models if n in table]:
         if not Path(table[name]["checkpoint"]).is_file():
             print(f"skipping {name}: no checkpoint at {table[name]['checkpoint']}")
             continue
-        results.append(measure(name, table[name], rounds, steps, args.compat))
-    if args.quick and args.write:
-        parser.error("--quick numbers are not results; drop --write")
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            results.append({**measure(name, table[name], rounds, steps, args.compat), "threads": threads})
     text = section(results, rounds)
     print(text)
     if args.write:
