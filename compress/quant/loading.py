@@ -93,10 +93,17 @@ def _grid(record: dict[str, Any]) -> Grid:
     return Grid(tensor(record["scale"]), tensor(record["zero_point"]), record["qmin"], record["qmax"], clip)
 
 
-def _rebuild(record: dict[str, Any], module: nn.Module, weights: dict[str, QuantizedWeight], kernels: str | None):
+def _rebuild(
+    record: dict[str, Any],
+    module: nn.Module,
+    weights: dict[str, QuantizedWeight],
+    kernels: str | None,
+    float_memo: dict[str, dict[int, Any]],
+) -> nn.Module:
     kind, note = record["wrapper"], record["note"]
-    if kind == "FloatWrapper":
-        return FloatWrapper(module, record["precision"], note)
+    if kind == "FloatWrapper":  # one deepcopy memo per precision: tied weights stay tied, as when built
+        precision = record["precision"]
+        return FloatWrapper(module, precision, note, memo=float_memo.setdefault(precision, {}))
     grids = {p: _grid(g) for p, g in record["grids"].items()}
     mode = kernels or record.get("integer_kernels", "auto")
     if kind == "LinearQuantWrapper":
@@ -148,11 +155,12 @@ def load_quantized(path: str | os.PathLike[str], *, integer_kernels: str | None 
     loaded = _load_float_state(model, obj["float_state"])
     weights = {key: _qweight(rec) for key, rec in obj["weights"].items()}
     modules, paths = dict(model.named_modules()), module_paths(model)
+    float_memo: dict[str, dict[int, Any]] = {}
     for record in obj["layers"]:
         module = modules.get(record["name"])
         if module is None:
             raise QuantizationError(f"The artifact has a layer '{record['name']}' the rebuilt model lacks.")
-        wrapper = _rebuild(record, module, weights, integer_kernels)
+        wrapper = _rebuild(record, module, weights, integer_kernels, float_memo)
         if record.get("plan"):
             wrapper.layer_plan = LayerPlan(**record["plan"])
         if isinstance(wrapper, WEIGHTED):

@@ -123,6 +123,21 @@ def test_tied_word_lm_round_trip(tmp_path: Path) -> None:
     assert "encoder" in weights and "decoder" not in weights and size > 0
 
 
+def test_tied_fp16_modules_stay_tied_after_loading(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = converted(compress.build_model("word_lm", ntoken=50, ninp=12, nhid=12, tie_weights=True))
+    tokens = torch.randint(0, 50, (9, 3), generator=torch.Generator().manual_seed(0))
+    fp16 = [{"match": "encoder|decoder", "fp16": True}]
+    qmodel = quantized(model, lambda m: m(tokens), mode="asymmetric_unsigned", overrides=fp16)
+    assert qmodel.encoder.wrapped.weight is qmodel.decoder.wrapped.weight
+    save_quantized(qmodel, tmp_path / "lm16.qpt")
+    loaded = load_quantized(tmp_path / "lm16.qpt")
+    assert loaded.encoder.wrapped.weight is loaded.decoder.wrapped.weight  # one fp16 copy, as when built
+    assert loaded.decoder.wrapped.weight.dtype == torch.float16
+    with torch.no_grad():
+        assert torch.equal(qmodel(tokens)[0], loaded(tokens)[0])
+
+
 def test_cast_model_round_trip(tmp_path: Path) -> None:
     model = converted(perf_model(hidden_dim=8, num_layers=1))
     qmodel = CastQuantizer(model, dtype="float16").prepare_model().eval()
