@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +30,9 @@ from compress.registry import CONVERTERS, DATASETS, EVALUATORS, MODELS, QUANTIZE
 from compress.results import ExperimentResult, RunResult
 from compress.schedule import Schedule
 from compress.utils import weight_bytes
+
+if TYPE_CHECKING:  # the quant stage is imported where it is used, as for save_quantized
+    from compress.quant import FloatReference
 
 __all__ = ["ExperimentResult", "RunResult", "run", "plan", "select_device", "DEFAULT_CONVERSION_TOLERANCE"]
 
@@ -285,7 +289,10 @@ def run(
     with _timed(t, "convert"):
         model, result.conversions = convert(schedule, float_model, data)
     _warm_up(data)
-    ctx = _Study(schedule, model, data, device, _first_batch(data, "calibration"), result, progress, out_dir)
+    calib_batch = _first_batch(data, "calibration")
+    ctx = _Study(
+        schedule, model, data, device, calib_batch, result, progress, out_dir, _float_reference(model, calib_batch)
+    )
     for i, exp in enumerate(schedule.data["experiments"]):
         er = _run_experiment(ctx, exp, i)
         result.experiments.append(er)
@@ -296,7 +303,7 @@ def run(
 
 @dataclass
 class _Study:
-    """What every experiment of one run shares: the converted model, data, statistics cache, outputs."""
+    """What every experiment of one run shares: converted model, data, float reference, statistics cache, outputs."""
 
     schedule: Schedule
     model: torch.nn.Module
@@ -306,6 +313,7 @@ class _Study:
     result: RunResult
     progress: bool
     out_dir: Path
+    reference: FloatReference  # the float model's per-module outputs on calib_batch, for every experiment's layer rows
     stats_cache: dict[str, Any] = field(default_factory=dict)
 
 
@@ -336,9 +344,38 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int) -> ExperimentResul
             er.artifact_bytes = save_quantized(qmodel, ctx.out_dir / f"{er.name}.qpt")
     if quantizer is not None:
         with _timed(t, "layer_report"):
-            er.layers = list(quantizer.layer_records(lambda m: _run_batch(m, ctx.calib_batch)))
+            er.layers = _layer_records(ctx, quantizer)
     er.settings["stats"] = result.stats.get(er.stats_key or "", {}).get("spec")
     return er
+
+
+def _float_reference(model: torch.nn.Module, batch: Any) -> FloatReference:
+    """The float model's outputs on ``batch``, captured lazily on the first layer report and then reused.
+
+    Every experiment's SQNR compares against the same float outputs; capturing them once per study
+    saves one float run (with a copy of every module's outputs) per quantized experiment.
+    """
+    from compress.quant import FloatReference  # the capture format belongs to the quant stage
+
+    return FloatReference(model, lambda m: _run_batch(m, batch))
+
+
+def _layer_records(ctx: _Study, quantizer: Any) -> list[dict[str, Any]]:
+    """The quantizer's per-layer rows on the calibration batch, against the study's shared float reference.
+
+    Quantizers whose ``layer_records`` takes no ``reference`` (plugins written before it) run the float
+    model themselves.
+    """
+    records = quantizer.layer_records
+    run = lambda m: _run_batch(m, ctx.calib_batch)  # noqa: E731
+    if _accepts_reference(records):
+        return list(records(run, reference=ctx.reference))
+    return list(records(run))
+
+
+def _accepts_reference(fn: Callable[..., Any]) -> bool:
+    # By name only: a plugin's **kwargs may forward somewhere that does not expect a FloatReference.
+    return "reference" in inspect.signature(fn).parameters
 
 
 def _warm_up(data: Any) -> None:

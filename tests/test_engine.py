@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from compress import engine, report
+from compress.quant import records
 from compress.schedule import load_schedule
-from tests.conftest import PLUGIN
+from tests.conftest import FIXTURES, PLUGIN, ROOT
 
 
 @pytest.fixture
@@ -75,3 +77,36 @@ def test_plan_resolves_without_evaluating(schedule_copy: Path) -> None:
     plans = {e.name: e.plan for e in result.experiments}
     assert plans["fp32"] == [] and {r["module"] for r in plans["pow2_w4"]} >= {"embed", "head"}
     assert all(e.eval_seconds == 0.0 for e in result.experiments)
+
+
+@pytest.fixture
+def tiny_perf_study(tmp_path: Path) -> Path:
+    """The tiny Performance RNN schedule cut to three quantized experiments over both built-in quantizers."""
+    data = yaml.safe_load((ROOT / "tests" / "schedules_tiny" / "perf_rnn_tiny.yaml").read_text())
+    data["model"]["checkpoint"] = str(FIXTURES / "perf_rnn_tiny.pt")
+    data["experiments"] = [e for e in data["experiments"] if e["name"] in ("bf16", "sym8", "avg_clip")]
+    data["report"]["layers_for"] = "sym8"
+    path = tmp_path / "perf_rnn_tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_float_reference_is_captured_once_per_study_with_unchanged_rows(
+    tiny_perf_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    captured: list[list[str]] = []
+    real_capture = records.capture_outputs
+
+    def counting_capture(model: Any, names: list[str], run: Any) -> dict[str, list]:
+        captured.append(list(names))
+        return real_capture(model, names, run)
+
+    monkeypatch.setattr(records, "capture_outputs", counting_capture)
+    shared = engine.run(load_schedule(tiny_perf_study), out_dir=tmp_path / "shared", progress=False)
+    assert len(captured) == 1, "the float model must run once for every experiment's layer rows"
+    captured.clear()
+    monkeypatch.setattr(engine, "_accepts_reference", lambda fn: False)  # as before: each experiment captures
+    own = engine.run(load_schedule(tiny_perf_study), out_dir=tmp_path / "own", progress=False)
+    assert len(captured) == 3
+    assert all(e.layers for e in shared.experiments)
+    assert [e.layers for e in shared.experiments] == [e.layers for e in own.experiments]

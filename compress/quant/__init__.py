@@ -10,12 +10,14 @@ from compress.quant.export import load_quantized, save_quantized
 from compress.quant.plan import LayerPlan, resolve_plan
 from compress.quant.primitives import QuantMode
 from compress.quant.quantizer import PostTrainLinearQuantizer
+from compress.quant.records import FloatReference
 from compress.quant.wrappers import is_wrapper
 
 __all__ = [
     "primitives",
     "CastQuantizer",
     "ClipMode",
+    "FloatReference",
     "LayerPlan",
     "PostTrainLinearQuantizer",
     "QuantMode",

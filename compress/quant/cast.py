@@ -19,6 +19,7 @@ from torch import nn
 from compress.errors import QuantizationError
 from compress.quant.plan import LayerPlan, plan_leaves
 from compress.quant.quantizer import run_records
+from compress.quant.records import FloatReference
 from compress.quant.schema import CAST_SCHEMA
 from compress.registry import QUANTIZERS
 
@@ -72,12 +73,18 @@ class CastQuantizer:
         """
         return copy.deepcopy(self.model).to(_DTYPES[self.dtype][0])
 
-    def layer_records(self, run: Callable[[nn.Module], None]) -> list[dict[str, Any]]:
+    def layer_records(
+        self, run: Callable[[nn.Module], None], reference: FloatReference | None = None
+    ) -> list[dict[str, Any]]:
         """Per-layer rows with the SQNR of each module's output against the float model.
+
+        Args:
+            run: pushes one calibration batch through the model it is given.
+            reference: the float model's outputs on that batch, shared across quantizers; None captures them.
 
         Example:
             >>> rows = CastQuantizer(nn.Sequential(nn.Tanh())).layer_records(lambda m: m(torch.ones(2)))
             >>> rows[0]["bits"], rows[0]["calls"]
             ('fp16', 1)
         """
-        return run_records(self.model, self.prepare_model(), self.resolve_plan(), run)
+        return run_records(self.model, self.prepare_model(), self.resolve_plan(), run, reference)

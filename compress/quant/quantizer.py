@@ -30,7 +30,7 @@ from compress.errors import QuantizationError
 from compress.quant.fused_lstm import attach_fused_loops
 from compress.quant.netaware import net_aware_clip, plain_copy
 from compress.quant.plan import LayerPlan, resolve_plan
-from compress.quant.records import capture_outputs, layer_rows, sqnr_by_layer
+from compress.quant.records import FloatReference, layer_rows, sqnr_by_layer
 from compress.quant.schema import POST_TRAIN_LINEAR_SCHEMA
 from compress.quant.settings import default_settings
 from compress.quant.wrappers import BuildContext, build_wrapper, is_wrapper
@@ -72,9 +72,21 @@ def replace_module(paths: dict[int, list[tuple[nn.Module, str]]], old: nn.Module
 
 
 def run_records(
-    float_model: nn.Module, qmodel: nn.Module, plans: list[LayerPlan], run: Callable[[nn.Module], None]
+    float_model: nn.Module,
+    qmodel: nn.Module,
+    plans: list[LayerPlan],
+    run: Callable[[nn.Module], None],
+    reference: FloatReference | None = None,
 ) -> list[dict[str, Any]]:
     """Report rows after running one batch through both models (saturation counted in ``qmodel``).
+
+    Args:
+        float_model: the unquantized model the SQNR is measured against (never modified).
+        qmodel: its quantized copy.
+        plans: one row per entry.
+        run: pushes the batch through the model it is given.
+        reference: ``float_model``'s outputs on the same batch, captured once for many calls (a study
+            shares one across experiments); None captures them here.
 
     Example:
         >>> import torch
@@ -84,18 +96,20 @@ def run_records(
         >>> rows[0]["saturation_pct"], rows[0]["calls"]
         (0.0, 1)
     """
-    was_training = float_model.training
-    float_model.eval()  # SQNR against a model with live dropout would measure the dropout
+    if reference is None:
+        reference = FloatReference(float_model, run)
+    elif reference.model is not float_model:
+        # Rows against another model's outputs would be plausible-looking nonsense.
+        raise ValueError("run_records: the reference was captured from another model than float_model.")
+    outputs = reference.outputs([p.name for p in plans])
     qmodel.eval()
     try:
-        reference = capture_outputs(float_model, [p.name for p in plans], run)
         for m in qmodel.modules():
             if hasattr(m, "reset_tracking"):
                 m.reset_tracking(True)
-        sqnr = sqnr_by_layer(reference, qmodel, run)
+        sqnr = sqnr_by_layer(outputs, qmodel, run)
         return layer_rows(plans, qmodel, sqnr)
     finally:
-        float_model.train(was_training)
         for m in qmodel.modules():
             if hasattr(m, "reset_tracking"):
                 m.track_saturation = False
@@ -257,11 +271,15 @@ class PostTrainLinearQuantizer:
         attach_fused_loops(model)
         return model, plans
 
-    def layer_records(self, run: Callable[[nn.Module], None]) -> list[dict[str, Any]]:
+    def layer_records(
+        self, run: Callable[[nn.Module], None], reference: FloatReference | None = None
+    ) -> list[dict[str, Any]]:
         """Per-layer rows (settings, scales, clip range, saturation %, SQNR dB) from one batch.
 
         Args:
             run: pushes one calibration batch through the model it is given.
+            reference: this quantizer's ``model`` outputs on the same batch, shared across quantizers
+                (the engine captures one per study); None runs the float model here.
 
         Example:
             >>> import torch
@@ -271,7 +289,7 @@ class PostTrainLinearQuantizer:
             ('a8', True)
         """
         qmodel, plans = self._prepare()
-        return run_records(self.model, qmodel, plans, run)
+        return run_records(self.model, qmodel, plans, run, reference)
 
 
 def _leave_float(plans: list[LayerPlan], never_ran: set[str], log: list[str]) -> list[LayerPlan]:

@@ -5,6 +5,10 @@ float model on the same calibration batch (forward hooks on matching names; the 
 module in one model is paired with its ``k``-th call in the other, so an LSTM cell's per-step calls
 pair up): ``10 log10(sum ref^2 / sum (ref - quant)^2)`` over all calls, in float64. It measures the
 error accumulated up to that point, not the module's own error alone.
+
+The float side does not depend on the quantizer, so a study captures it once in a
+:class:`FloatReference` and hands that to every experiment's rows; only the quantized model runs
+per experiment.
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ from torch import nn
 
 from compress.quant.plan import LayerPlan
 
-__all__ = ["ROW_KEYS", "bits_text", "mode_text", "clip_text", "capture_outputs", "sqnr_by_layer", "layer_rows"]
+__all__ = [
+    "ROW_KEYS",
+    "FloatReference",
+    "bits_text",
+    "mode_text",
+    "clip_text",
+    "capture_outputs",
+    "sqnr_by_layer",
+    "layer_rows",
+]
 
 ROW_KEYS = (
     "module",
@@ -132,6 +145,50 @@ def capture_outputs(model: nn.Module, names: list[str], run: Callable[[nn.Module
         for h in handles:
             h.remove()
     return seen
+
+
+class FloatReference:
+    """The float model's per-module outputs on one batch, captured once and reused by every caller.
+
+    Outputs are captured on the first request (the model in eval mode, its mode restored after);
+    a later request for names already held runs nothing, and one that adds names runs the model once
+    for the new names only. The model is never modified; the outputs are kept for the object's life.
+
+    Args:
+        model: the float model (the quantizers' ``model``); compared by identity by :func:`run_records`.
+        run: pushes the batch through the model it is given, as ``layer_records(run)`` does.
+
+    Example:
+        >>> m = nn.Sequential(nn.Tanh())
+        >>> ref = FloatReference(m, lambda mm: mm(torch.ones(2)))
+        >>> len(ref.outputs(["0"])["0"]), len(ref.outputs(["0"])["0"]), ref.captures
+        (1, 1, 1)
+    """
+
+    def __init__(self, model: nn.Module, run: Callable[[nn.Module], None]) -> None:
+        self.model, self.run = model, run
+        self.captures = 0  # how many times the model ran (tests check it stays at one per study)
+        self._outputs: dict[str, list] = {}
+
+    def outputs(self, names: Iterable[str]) -> dict[str, list]:
+        """Captured outputs of ``names`` (as :func:`capture_outputs`), running the model only for new names.
+
+        Example:
+            >>> ref = FloatReference(nn.Sequential(nn.Tanh(), nn.Tanh()), lambda mm: mm(torch.ones(2)))
+            >>> sorted(ref.outputs(["0", "1"])), ref.captures
+            (['0', '1'], 1)
+        """
+        wanted = list(dict.fromkeys(names))
+        missing = [n for n in wanted if n not in self._outputs]
+        if missing:
+            was_training = self.model.training
+            self.model.eval()  # SQNR against a model with live dropout would measure the dropout
+            try:
+                self._outputs.update(capture_outputs(self.model, missing, self.run))
+            finally:
+                self.model.train(was_training)
+            self.captures += 1
+        return {n: self._outputs[n] for n in wanted}
 
 
 def sqnr_by_layer(
