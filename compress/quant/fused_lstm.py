@@ -25,12 +25,14 @@ element's position).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from compress.quant import ckernels
 from compress.quant._base import Grid, QuantWrapper
 from compress.quant.op_wrappers import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
 from compress.quant.param_wrappers import LinearQuantWrapper
@@ -144,6 +146,8 @@ class _Tables:
         shift = fc_h.int_mm.x_shift
         self.h_in = fc_h._codes(h_values, "input").sub_(shift).to(torch.int8)
         self.h_values, self.c_values = h_values, values(cell.eltwiseadd_cell)
+        # Byte copies for the C kernel (every entry is an offset code below 256): 4x less cache.
+        self.bytes = {k: getattr(self, k).to(torch.uint8) for k in ("gate", "mul_f", "mul_i", "cell", "hidden")}
 
 
 class FusedLSTMLoop:
@@ -225,14 +229,13 @@ def _hidden_product(fc: LinearQuantWrapper, a8: torch.Tensor, requant: Any) -> t
 def _gate_base(cell: nn.Module, tables: _Tables, data: torch.Tensor) -> torch.Tensor:
     """``[T * B, 4H]`` int32: each step's gate-table index before fc_gate_h's code is added (see ``_run``).
 
-    Built chunk by chunk from fc_gate_x's codes (never dequantized): index = gate * n_x * n_h
-    + (x_code - x_qmin) * n_h - h_qmin. Integers far below 2^53: exact in float64.
+    From fc_gate_x's codes (never dequantized): index = gate * n_x * n_h + (x_code - x_qmin) * n_h - h_qmin.
     """
     hidden, fc_x = cell.hidden_size, cell.fc_gate_x
-    gate = torch.arange(4 * hidden, device=data.device, dtype=torch.float64) // hidden
+    gate = torch.arange(4 * hidden, device=data.device, dtype=torch.int64) // hidden
     x_qmin, h_qmin = fc_x._qrange["output"][0], cell.fc_gate_h._qrange["output"][0]
     offsets = gate * (tables.n_x * tables.n_h) - x_qmin * tables.n_h - h_qmin
-    return fc_x.output_codes(data, lambda codes: torch.add(offsets, codes, alpha=tables.n_h))
+    return fc_x.output_codes(data, mul=tables.n_h, offsets=offsets)
 
 
 def _steps(
@@ -257,6 +260,40 @@ def _steps(
         torch.index_select(tables.hidden, 0, torch.add(c.view(batch, hidden), o, alpha=tables.n_c).view(-1), out=out[t])
         h = out[t]
     return h, c
+
+
+def _c_steps_usable(fc_h: LinearQuantWrapper, data: torch.Tensor) -> bool:
+    return data.device.type == "cpu" and fc_h.int_mm.exact_int32 and ckernels.library() is not None
+
+
+def _c_steps(
+    fc_h: LinearQuantWrapper,
+    tables: _Tables,
+    base: torch.Tensor,
+    out: torch.Tensor,
+    order: range,
+    h: torch.Tensor,
+    c: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_steps` with everything after each step's ``_int_mm`` in one C call (ckernels.c ``lstm_step``)."""
+    batch, hidden = base.shape[1], base.shape[2] // 4
+    a8 = tables.h_in.index_select(0, h.reshape(-1)).view(batch, hidden).contiguous()
+    c = c.reshape(batch, hidden).to(torch.int32).contiguous()
+    mm = torch.empty(batch, 4 * hidden, dtype=torch.int32)
+    codes, gates = torch.empty(4 * hidden, dtype=torch.float64), torch.empty(4 * hidden, dtype=torch.int32)
+    keep: list[torch.Tensor] = []
+    rq = ckernels.requant_args(fc_h, mm, a8, keep)
+    ptr, u8 = ckernels.ptr, tables.bytes
+    args = ckernels.LstmStep(
+        rq, batch, hidden, tables.n_c, tables.n_g, tables.n_mi, ptr(base), ptr(u8["gate"]), ptr(u8["mul_f"]),
+        ptr(u8["mul_i"]), ptr(u8["cell"]), ptr(u8["hidden"]), ptr(tables.h_in), ptr(c), ptr(out), ptr(codes),
+        ptr(gates),
+    )  # fmt: skip
+    step, weight = ckernels.library().lstm_step, fc_h.int_mm.weight_t
+    for t in order:
+        torch._int_mm(a8, weight, out=mm)
+        step(ctypes.byref(args), t)
+    return out[order[-1]] if len(order) else h, c.view(-1)
 
 
 @contextlib.contextmanager
@@ -284,8 +321,11 @@ def _run(cell: nn.Module, tables: _Tables, data: torch.Tensor, batch: int, initi
     if first_done:
         out[order[0]] = h.view(-1)
         order = order[1:]
-    requant = fc_h.requant_scale if fc_h._requant is None else fc_h._requant
-    h, c = _steps(fc_h, tables, base, out, order, h, c, requant)
+    if _c_steps_usable(fc_h, data):
+        h, c = _c_steps(fc_h, tables, base, out, order, h, c)
+    else:
+        requant = fc_h.requant_scale if fc_h._requant is None else fc_h._requant
+        h, c = _steps(fc_h, tables, base, out, order, h, c, requant)
     values = tables.h_values.index_select(0, out.view(-1)).view(steps * batch, hidden)
     h_last, c_last = (tables.h_values.index_select(0, h.reshape(-1)), tables.c_values.index_select(0, c.reshape(-1)))
     return values, (h_last.view(batch, hidden), c_last.view(batch, hidden))

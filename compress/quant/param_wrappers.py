@@ -23,6 +23,7 @@ computed when the wrapper is built.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import QuantizationError
+from compress.quant import ckernels
 from compress.quant._base import CHUNK_ELEMENTS, Grid, QuantWrapper, summarize
 from compress.quant.intkernels import conv_columns, conv_supported, plan_int_matmul
 from compress.quant.primitives import (
@@ -49,6 +51,9 @@ __all__ = [
     "WeightFakeQuantWrapper",
     "EmbeddingQuantWrapper",
 ]
+
+# Output elements per chunk of the C path: the chunk's int32 products and int8 inputs stay in a core's L2.
+_C_CHUNK = 1 << 17
 
 
 class QuantizedWeight(nn.Module):
@@ -297,29 +302,70 @@ class LinearQuantWrapper(_WeightedWrapper):
         return self.int_mm is not None and (x.device.type, x.numel() // max(x.shape[-1], 1)) not in self._refused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._c_kernels(x):
+            out = torch.empty(*x.shape[:-1], self.int_mm.out_features, dtype=x.dtype)
+            zp, scale, fn = self._floats["output"][1], float(self.output_scale), ckernels.library().requant_values_f32
+            if self._c_rows(x, lambda rq, rows, tmp: fn(ctypes.byref(rq), zp, scale, rows, tmp), out):
+                return out
         return self._by_rows(x, self._forward, x.dtype)
 
-    def output_codes(
-        self,
-        x: torch.Tensor,
-        finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        dtype: torch.dtype = torch.int32,
-    ) -> torch.Tensor:
-        """The output grid's codes of ``forward(x)`` (the values it dequantizes), without dequantizing.
+    def output_codes(self, x: torch.Tensor, mul: int = 1, offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """int32 ``code * mul + offsets`` of ``forward(x)``'s output codes (the values it would dequantize).
 
-        ``finish`` maps each chunk's float64 codes to float64 values stored as ``dtype`` (default: the
-        codes themselves), so per-element work on the codes runs while the chunk is in cache.
+        ``offsets``: one integer per output channel (default 0). The affine step runs while each chunk is
+        in cache; the codes are never dequantized.
 
         Example:
             >>> from compress.quant._base import Grid
             >>> g = Grid(torch.tensor(10.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), -128, 127)
             >>> fc = nn.Linear(1, 1, bias=False); _ = fc.weight.data.fill_(0.5)
             >>> w = LinearQuantWrapper(fc, quantize_weight(fc.weight, 8, "symmetric", False), g, g, 32, None)
-            >>> w.output_codes(torch.tensor([[1.0]]))
-            tensor([[5]], dtype=torch.int32)
+            >>> w.output_codes(torch.tensor([[1.0]]), mul=3, offsets=torch.tensor([1]))
+            tensor([[16]], dtype=torch.int32)
         """
-        finish = finish or (lambda codes: codes)
-        return self._by_rows(x, lambda chunk: finish(self._requantize(*self._accumulator(chunk))), dtype)
+        n = self.qweight.int_weight.shape[0]
+        offsets = torch.zeros(n, dtype=torch.int32) if offsets is None else offsets.to(torch.int32).contiguous()
+        if self._c_kernels(x):
+            out = torch.empty(*x.shape[:-1], n, dtype=torch.int32)
+            fn = ckernels.library().requant_affine_i32
+            if self._c_rows(x, lambda rq, rows, tmp: fn(ctypes.byref(rq), mul, offsets.data_ptr(), rows, tmp), out):
+                return out
+        offsets64 = offsets.to(device=x.device, dtype=torch.float64)
+        return self._by_rows(
+            x, lambda chunk: torch.add(offsets64, self._requantize(*self._accumulator(chunk)), alpha=mul), torch.int32
+        )
+
+    def _c_kernels(self, x: torch.Tensor) -> bool:
+        """True when the fused C kernels compute this call (CPU float32, int8 kernel exact in int32, no counting)."""
+        mm = self.int_mm
+        usable = mm is not None and mm.exact_int32 and self._linear and not self.track_saturation
+        usable = usable and x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() >= 1
+        usable = usable and self._floats["input"] is not None and self._floats["output"] is not None
+        return usable and self._use_int_mm(x) and ckernels.library() is not None
+
+    def _c_rows(self, x: torch.Tensor, emit: Callable[[Any, int, int], None], out: torch.Tensor) -> bool:
+        """Quantize ``x`` (C), ``_int_mm``, then ``emit(requant_args, out_ptr, scratch_ptr)`` (C), by row chunks."""
+        mm, lib = self.int_mm, ckernels.library()
+        flat = x.reshape(-1, x.shape[-1]).contiguous()
+        out_flat = out.view(-1, mm.out_features)
+        rows, k = flat.shape
+        step = max(16, _C_CHUNK // max(mm.out_features, k))
+        scale, zp = self._floats["input"]
+        qmin, qmax = self._qrange["input"]
+        a8 = torch.empty(min(step, rows), k, dtype=torch.int8)
+        acc = torch.empty(min(step, rows), mm.out_features, dtype=torch.int32)
+        scratch = torch.empty(mm.out_features, dtype=torch.float64)
+        for i in range(0, rows, step):
+            part, m = flat[i : i + step], min(step, rows - i)
+            lib.quantize_i8(part.data_ptr(), m * k, scale, zp, qmin, qmax, mm.x_shift, a8.data_ptr())
+            try:
+                torch._int_mm(a8[:m], mm.weight_t, out=acc[:m])
+            except RuntimeError as err:  # as in _forward: this shape is emulated from now on
+                self._refuse(x, err)
+                return False
+            keep: list[torch.Tensor] = []
+            emit(ckernels.requant_args(self, acc[:m], a8[:m], keep), out_flat[i].data_ptr(), scratch.data_ptr())
+        return True
 
     def _by_rows(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
         rows = x.numel() // max(x.shape[-1], 1) if x.dim() > 1 else 1

@@ -22,6 +22,8 @@ from compress.quant.fused_lstm import _act_table, attach_fused_loops, fused_lstm
 from compress.quant.wrappers import FakeQuantWrapper
 from tests.quant.quant_helpers import collect_stats
 
+pytestmark = pytest.mark.usefixtures("kernels_backend")
+
 MODES = ["symmetric", "symmetric_restricted", "asymmetric_signed", "asymmetric_unsigned"]
 
 
@@ -184,8 +186,9 @@ def test_every_code_pair_of_a_two_input_table_matches_the_wrapper() -> None:
 def test_loop_runs_on_one_thread_and_restores_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     on, off = quantized_pair(Core(seed=11), mode="symmetric")
     seen = []
-    real = fused_lstm._steps
-    monkeypatch.setattr(fused_lstm, "_steps", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    for name in ("_steps", "_c_steps"):  # the PyTorch and the C time loop
+        real = getattr(fused_lstm, name)
+        monkeypatch.setattr(fused_lstm, name, lambda *a, real=real: seen.append(torch.get_num_threads()) or real(*a))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

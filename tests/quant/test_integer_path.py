@@ -31,6 +31,8 @@ from compress.quant.primitives import (
 from compress.quant.wrappers import FakeQuantWrapper
 from tests.quant.quant_helpers import collect_stats, converted_lm, tokens
 
+pytestmark = pytest.mark.usefixtures("kernels_backend")
+
 MODES = ["symmetric", "symmetric_restricted", "asymmetric_signed", "asymmetric_unsigned"]
 
 
@@ -184,7 +186,7 @@ def test_grouped_conv_is_emulated() -> None:
 def test_refused_int_mm_falls_back_to_emulation(monkeypatch: pytest.MonkeyPatch) -> None:
     on, off = linear_pair(seeded_linear(8, 8, seed=1), 8, 8, "symmetric", "symmetric", False)
 
-    def refuse(*_args):
+    def refuse(*_args, **_kwargs):
         raise RuntimeError("_int_mm: shape not supported")
 
     monkeypatch.setattr(torch, "_int_mm", refuse)
@@ -244,9 +246,11 @@ def test_quantizer_switch_and_report_field() -> None:
     on, off = q_on.prepare_model().eval(), q_off.prepare_model().eval()
     assert_same(on, off, x)
     rows = {r["module"]: r for r in q_on.layer_records(lambda m: m(x))}
-    assert rows["decoder"]["kernel"] == rows["rnn.cells.1.fc_gate_h"]["kernel"] == "int_mm"
-    assert rows["rnn.cells.0.eltwisemult_hidden"]["kernel"] == "int32"
-    assert rows["rnn.cells.0.act_i"]["kernel"] is None
+    assert rows["decoder"]["kernel"] == "int_mm"
+    assert rows["rnn.cells.1.fc_gate_h"]["kernel"] == "int_mm, fused loop"  # the LSTM runs the fused loop
+    assert rows["rnn.cells.0.eltwisemult_hidden"]["kernel"] == "table, fused loop"
+    assert rows["rnn.cells.0.act_i"]["kernel"] == "table, fused loop"
+    assert on.rnn.cells[0].eltwisemult_hidden.kernel == "int32"  # what runs when the loop steps aside
     assert {r["kernel"] for r in q_off.layer_records(lambda m: m(x)) if r["kernel"]} == {"emulated"}
 
 

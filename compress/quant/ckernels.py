@@ -1,0 +1,145 @@
+"""Optional fused C kernels for the integer path: one pass per tensor instead of one PyTorch op per step.
+
+``ckernels.c`` (shipped with the package) holds plain C functions on raw buffers. On first use it is
+compiled with the system C compiler into the compress cache folder (``$COMPRESS_CACHE`` or
+``~/.cache/compress``), keyed by a hash of the source, the compiler and the machine, written
+atomically, and loaded with ``ctypes``. Nothing is downloaded; when there is no compiler, or
+``COMPRESS_CKERNELS=0``, :func:`library` returns None and the pure PyTorch code runs instead.
+
+The kernels repeat the wrappers' float64 operations element by element in the same order (see the
+C file), so both paths give the same bits: tests compare them with ``torch.equal``.
+
+Example:
+    >>> lib = library()  # None without a C compiler
+    >>> lib is None or hasattr(lib, "lstm_step")
+    True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compress.utils import cache_dir
+
+__all__ = ["library", "Requant", "LstmStep", "requant_args", "ptr"]
+
+SOURCE = Path(__file__).with_name("ckernels.c")
+# No FMA contraction and no fast-math: every float64 operation must round exactly as PyTorch's does.
+# (-fno-trapping-math / -fno-math-errno only drop FP-exception and errno bookkeeping, so that nearbyint
+# and the clamps vectorize; they change no result.)
+FLAGS = ["-O3", "-march=native", "-fno-fast-math", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno"]
+FLAGS += ["-fPIC", "-shared"]
+_state: dict[str, Any] = {}
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def _build(cc: str, target: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(out), "-lm"], check=True, capture_output=True, timeout=120)
+        os.replace(out, target)
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, or None (no C compiler, ``COMPRESS_CKERNELS=0``, or a failed build: warned once)."""
+    if "lib" in _state:
+        return _state["lib"]
+    _state["lib"] = None
+    cc = _compiler()
+    if os.environ.get("COMPRESS_CKERNELS", "1") == "0" or cc is None:
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes() + f"{cc}|{FLAGS}|{platform.machine()}|{_cpu()}".encode()).hexdigest()
+    target = cache_dir() / "kernels" / f"ckernels-{key[:16]}.so"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            _build(cc, target)
+        lib = ctypes.CDLL(str(target))
+    except (OSError, subprocess.SubprocessError) as err:
+        warnings.warn(f"compress: C kernels unavailable ({type(err).__name__}); using PyTorch ops.", stacklevel=2)
+        return None
+    _declare(lib)
+    _state["lib"] = lib
+    return lib
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):  # -march=native code must not meet another CPU through a shared cache
+                return hashlib.sha256(line.encode()).hexdigest()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+class Requant(ctypes.Structure):
+    """Mirror of the C ``Requant`` struct (field order and types must match ckernels.c)."""
+
+    _fields_ = [
+        ("mm", ctypes.c_void_p), ("a8", ctypes.c_void_p), ("M", ctypes.c_int64), ("N", ctypes.c_int64),
+        ("K", ctypes.c_int64), ("cw", ctypes.c_void_p), ("cst", ctypes.c_void_p), ("acc_lo", ctypes.c_double),
+        ("acc_hi", ctypes.c_double), ("relu_lo", ctypes.c_double), ("r", ctypes.c_void_p), ("zp", ctypes.c_double),
+        ("qmin", ctypes.c_double), ("qmax", ctypes.c_double),
+    ]  # fmt: skip
+
+
+class LstmStep(ctypes.Structure):
+    """Mirror of the C ``LstmStep`` struct."""
+
+    _fields_ = [
+        ("rq", Requant), ("B", ctypes.c_int64), ("H", ctypes.c_int64), ("n_c", ctypes.c_int64),
+        ("n_g", ctypes.c_int64), ("n_mi", ctypes.c_int64), ("base", ctypes.c_void_p), ("gate", ctypes.c_void_p),
+        ("mulf", ctypes.c_void_p), ("muli", ctypes.c_void_p), ("cell", ctypes.c_void_p), ("hid", ctypes.c_void_p),
+        ("h_in", ctypes.c_void_p), ("c", ctypes.c_void_p), ("out", ctypes.c_void_p), ("codes", ctypes.c_void_p),
+        ("gates", ctypes.c_void_p),
+    ]  # fmt: skip
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
+    lib.requant_values_f32.argtypes = [p, f64, f64, p, p]
+    lib.requant_affine_i32.argtypes = [p, i32, p, p, p]
+    lib.quantize_i8.argtypes = [p, i64, f64, f64, f64, f64, i32, p]
+    lib.lstm_step.argtypes = [p, i64]
+    for fn in (lib.requant_values_f32, lib.requant_affine_i32, lib.quantize_i8, lib.lstm_step):
+        fn.restype = None
+
+
+def ptr(t: torch.Tensor | None) -> int | None:
+    """Address of a contiguous CPU tensor's data (None for None)."""
+    return None if t is None else t.data_ptr()
+
+
+def requant_args(fc: Any, mm: torch.Tensor, a8: torch.Tensor, keep: list[torch.Tensor]) -> Requant:
+    """The ``Requant`` of LinearQuantWrapper ``fc`` (int8 kernel, int32-exact) for products ``mm`` of inputs ``a8``.
+
+    ``keep`` receives the tensors whose addresses the struct holds (the caller keeps them alive).
+    """
+    im, n = fc.int_mm, mm.shape[1]
+    r = fc.requant_scale if fc._requant is None else torch.tensor(fc._requant, dtype=torch.float64)
+    zeros = torch.zeros(n, dtype=torch.int32)
+    arrays = [r.to(torch.float64).expand(n).contiguous(), zeros if im.c_w32 is None else im.c_w32]
+    arrays.append(zeros if im.const32 is None else im.const32)
+    keep.extend(arrays)
+    lo, hi = (float(b) for b in fc.accum) if fc._clamp_acc else (-math.inf, math.inf)
+    qmin, qmax = fc._qrange["output"]
+    return Requant(
+        ptr(mm), ptr(a8), mm.shape[0], n, a8.shape[1], ptr(arrays[1]), ptr(arrays[2]), lo, hi,
+        0.0 if fc.half_range else -math.inf, ptr(arrays[0]), fc._floats["output"][1], qmin, qmax,
+    )  # fmt: skip
