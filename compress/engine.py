@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from compress.errors import CompressError, ConversionError, ModelError
+from compress.errors import CompressError, ConversionError, ModelError, QuantizationError
 from compress.registry import CONVERTERS, DATASETS, EVALUATORS, MODELS, QUANTIZERS, STATS_SOURCES
 from compress.results import ExperimentResult, RunResult
-from compress.schedule import Schedule
+from compress.schedule import Schedule, overrides_path
 from compress.utils import weight_bytes
 
 if TYPE_CHECKING:  # the quant stage is imported where it is used, as for save_quantized
@@ -52,6 +52,22 @@ def _at(schedule: Schedule, path: tuple[Any, ...]) -> Iterator[None]:
         yield
     except CompressError as exc:
         raise type(exc)(f"{schedule.where(path)}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _at_quantizer(schedule: Schedule, i: int) -> Iterator[None]:
+    """As ``_at`` at experiment ``i``, but an error about one override rule points at that rule's ``match``."""
+    try:
+        yield
+    except CompressError as exc:
+        rule = exc.rule if isinstance(exc, QuantizationError) else None
+        rules = overrides_path(schedule, i) if rule is not None else None
+        if rules is None:
+            raise type(exc)(f"{schedule.where(('experiments', i))}: {exc}") from exc
+        where, name = schedule.where(rules + (rule, "match")), schedule.data["experiments"][i]["name"]
+        # A base rule is shared by every experiment: say which one was being built when it failed.
+        inherited = "" if rules[:2] == ("experiments", i) else f"experiment '{name}': "
+        raise type(exc)(f"{where}: {inherited}{exc}") from exc
 
 
 @contextlib.contextmanager
@@ -256,7 +272,7 @@ def plan(schedule: Schedule, *, progress: bool = False) -> RunResult:
         qspec = experiment_quantizer(schedule, exp)
         er = ExperimentResult(exp["name"], {"quantizer": qspec})
         if qspec is not None:
-            with _at(schedule, ("experiments", i)):
+            with _at_quantizer(schedule, i):
                 er.plan = _plan_rows(make_quantizer(qspec, model, None))
         result.experiments.append(er)
     return result
@@ -328,7 +344,7 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int) -> ExperimentResul
         if "stats" in schedule.data or "stats" in exp:
             with _timed(t, "stats"):
                 stats, er.stats_key = _experiment_stats(ctx, exp, i)
-        with _timed(t, "quantize"), _at(schedule, ("experiments", i)):
+        with _timed(t, "quantize"), _at_quantizer(schedule, i):
             quantizer = make_quantizer(qspec, model, stats)
             er.plan = _plan_rows(quantizer)
             qmodel = quantizer.prepare_model().eval()

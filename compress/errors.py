@@ -46,7 +46,21 @@ class StatsError(CompressError):
 
 
 class QuantizationError(CompressError):
-    """A quantizer setting cannot be applied (unknown key, rule matching nothing, ...)."""
+    """A quantizer setting cannot be applied (unknown key, rule matching nothing, ...).
+
+    Args:
+        message: what is wrong and what to do.
+        rule: index of the override rule at fault in the quantizer's ``overrides`` list, when the
+            error is about one rule; the engine then reports it at that rule's line in the schedule.
+
+    Example:
+        >>> QuantizationError("Override rule '#1 enc' matches no module.", rule=1).rule
+        1
+    """
+
+    def __init__(self, message: str = "", *, rule: int | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class ModelError(CompressError):

@@ -29,7 +29,7 @@ from compress.registry import REGISTRIES, suggest
 from compress.schema import SCHEDULE_VERSION, skeleton_schema
 from compress.yamlmarks import Marks, Path_, format_path, line_col, parse_yaml, strip_key_marker, where
 
-__all__ = ["Schedule", "load_schedule", "parse_yaml", "Problem"]
+__all__ = ["Schedule", "load_schedule", "overrides_path", "parse_yaml", "Problem"]
 
 
 @dataclass
@@ -56,6 +56,38 @@ class Schedule:
         """A path from the schedule, relative to the schedule's folder."""
         p = Path(value).expanduser()
         return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+def overrides_path(schedule: Schedule, i: int) -> Path_ | None:
+    """Where the override rules that experiment ``i``'s quantizer gets are written (None: it gets none).
+
+    Mirrors how the engine gives an experiment its quantizer (``compress.engine.experiment_quantizer``
+    and ``make_quantizer``), so an error about rule ``k`` can point at ``<path>[k]``.
+
+    Example:
+        >>> s = Schedule({"quantizer": {"name": "q", "overrides": [{"match": "x"}]}, "experiments": [{}]}, Path("s"))
+        >>> overrides_path(s, 0)
+        ('quantizer', 'overrides')
+    """
+    exp = schedule.data["experiments"][i]
+    if "quantizer" in exp:
+        own = [(("experiments", i, "quantizer"), exp["quantizer"] or {})]
+        return _rules_path(own, own)
+    base = schedule.data["quantizer"]
+    # An experiment's own list replaces the base list; its args win over the base args.
+    lists = [(("experiments", i), exp)] if "overrides" in exp else [(("quantizer",), base)]
+    return _rules_path(lists, [(("experiments", i), exp), (("quantizer",), base)])
+
+
+def _rules_path(lists: list[tuple[Path_, dict[str, Any]]], args: list[tuple[Path_, dict[str, Any]]]) -> Path_ | None:
+    """The first non-empty ``overrides`` list in ``lists``, else the first ``args.overrides`` in ``args``."""
+    for at, block in lists:
+        if block.get("overrides"):  # an empty list passes nothing: make_quantizer falls back to the args
+            return at + ("overrides",)
+    for at, block in args:
+        if "overrides" in (block.get("args") or {}):
+            return at + ("args", "overrides")
+    return None
 
 
 # ----------------------------------------------------------------------------- validation

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from compress.cli import EXIT_USER_ERROR, main
+from compress.schedule import Schedule, overrides_path
 
 BAD = Path(__file__).parent / "schedules_bad"
 CASES = sorted(BAD.glob("*.yaml"))
@@ -72,3 +73,28 @@ def test_missing_schedule_file() -> None:
     proc = subprocess.run([sys.executable, "-m", "compress", "no/such/file.yaml"], capture_output=True, text=True)
     assert proc.returncode == EXIT_USER_ERROR
     assert "no such schedule file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+RULE = [{"match": "x", "fp16": True}]
+
+
+@pytest.mark.parametrize(
+    ("base", "experiment", "expected"),
+    [
+        ({"overrides": RULE}, {}, ("quantizer", "overrides")),
+        ({"overrides": RULE}, {"overrides": RULE}, ("experiments", 0, "overrides")),
+        ({"overrides": RULE}, {"overrides": []}, None),  # an empty list replaces the base rules
+        ({"args": {"overrides": RULE}}, {}, ("quantizer", "args", "overrides")),
+        ({"args": {"overrides": RULE}}, {"args": {"overrides": RULE}}, ("experiments", 0, "args", "overrides")),
+        ({"overrides": RULE}, {"args": {"overrides": RULE}}, ("quantizer", "overrides")),  # a list wins over args
+        (
+            {"overrides": RULE},
+            {"quantizer": {"name": "q", "overrides": RULE}},
+            ("experiments", 0, "quantizer", "overrides"),
+        ),
+        ({"overrides": RULE}, {"quantizer": {"name": "q"}}, None),
+    ],
+)
+def test_overrides_path_names_the_list_the_quantizer_gets(base: dict, experiment: dict, expected: tuple | None) -> None:
+    schedule = Schedule({"quantizer": {"name": "q", **base}, "experiments": [experiment]}, Path("s.yaml"))
+    assert overrides_path(schedule, 0) == expected

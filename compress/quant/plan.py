@@ -7,7 +7,8 @@ setting the winning rule does not give comes from the quantizer-level arguments,
 (or earlier) rule. Regexes may contain capture groups.
 
 A rule that matches no module, or whose every match was already taken by an earlier rule (it can
-never apply), is a :class:`~compress.errors.QuantizationError` unless ``allow_unmatched`` is set;
+never apply), is a :class:`~compress.errors.QuantizationError` unless ``allow_unmatched`` is set
+(its ``rule`` is the rule's index, so the engine can point at the rule's own line in the schedule);
 an unknown setting is an error listing the allowed ones.
 
 Worked example, with quantizer arguments ``bits_activations=8, mode="symmetric",
@@ -225,10 +226,12 @@ def _check_rules_apply(rules: list[Rule], won: set[int | None], names: list[str]
             raise QuantizationError(
                 f"Override rule {rule.text!r} never applies: every module it matches ({', '.join(hits[:5])}) is "
                 "taken by an earlier rule (the first matching rule wins). Move it before the broader rule, "
-                "or set allow_unmatched: true."
+                "or set allow_unmatched: true.",
+                rule=rule.index,
             )
         close = difflib.get_close_matches(rule.pattern.pattern, names, n=3, cutoff=0.5) or names[:3]
         raise QuantizationError(
             f"Override rule {rule.text!r} matches no module (re.fullmatch on the full name). "
-            f"Module names look like: {', '.join(close)}. Fix the regex or set allow_unmatched: true."
+            f"Module names look like: {', '.join(close)}. Fix the regex or set allow_unmatched: true.",
+            rule=rule.index,
         )
