@@ -67,6 +67,16 @@ void requant_affine_i32(const Requant *p, int32_t mul, const int32_t *restrict o
     }
 }
 
+/* Output codes minus qmin as bytes (the fused LSTM loop's fc_gate_x codes). scratch: [N]. */
+void requant_codes_u8(const Requant *p, uint8_t *restrict out, double *restrict scratch) {
+    const double qmin = p->qmin;
+    for (int64_t m = 0; m < p->M; m++) {
+        requant_row(p, m, scratch);
+        uint8_t *restrict o = out + m * p->N;
+        for (int64_t n = 0; n < p->N; n++) o[n] = (uint8_t)(int32_t)(scratch[n] - qmin);
+    }
+}
+
 /* Input codes clamp(round(x * scale - zp)) - shift as int8, from float32 inputs (the wrapper's _codes). */
 void quantize_i8(const float *restrict x, int64_t count, double scale, double zp, double qmin, double qmax,
                  int32_t shift, int8_t *restrict out) {
@@ -81,36 +91,43 @@ void quantize_i8(const float *restrict x, int64_t count, double scale, double zp
 /* One step of the fused LSTM loop (compress/quant/fused_lstm.py) after fc_gate_h's _int_mm. */
 typedef struct {
     Requant rq;  /* fc_gate_h: mm [B, 4H], a8 [B, H] (overwritten with the next step's inputs) */
-    int64_t B, H, n_c, n_g, n_mi;
-    const int32_t *base; /* [T, B, 4H] gate-table index without fc_gate_h's code */
+    int64_t B, H, n_h, n_c, n_g, n_mi;
+    const uint8_t *x;      /* [T, B, 4H] fc_gate_x codes minus qmin */
+    const int32_t *goff;   /* [4H] gate * n_x * n_h - (fc_gate_h qmin): the gate table's block and shift */
     const uint8_t *gate, *mulf, *muli, *cell, *hid; /* the tables as bytes: 4x less cache than int32 */
     const int8_t *h_in;
-    int32_t *c;      /* [B, H] cell-state codes, updated */
-    int32_t *out;    /* [T, B, H] hidden codes */
-    double *codes;   /* [4H] scratch */
-    int32_t *gates;  /* [4H] scratch */
+    const float *h_values; /* dequantized hidden value per code */
+    int32_t *c;            /* [B, H] cell-state codes, updated */
+    int32_t *h;            /* [B, H] hidden codes, updated */
+    float *out;            /* [T, B, H] hidden values */
+    double *codes;         /* [4H] scratch */
+    int32_t *gates;        /* [4H] scratch */
 } LstmStep;
 
 void lstm_step(const LstmStep *p, int64_t t) {
-    const int64_t B = p->B, H = p->H, G = 4 * H;
-    const int32_t *restrict base = p->base + t * B * G;
-    int32_t *restrict out = p->out + t * B * H;
+    const int64_t B = p->B, H = p->H, G = 4 * H, n_h = p->n_h;
+    const uint8_t *restrict x = p->x + t * B * G;
+    float *restrict out = p->out + t * B * H;
     int8_t *restrict a8 = (int8_t *)p->rq.a8;
     int32_t *restrict gates = p->gates;
+    const double *restrict codes = p->codes;
+    const int32_t *restrict goff = p->goff;
     const uint8_t *restrict gate = p->gate, *restrict mulf = p->mulf, *restrict muli = p->muli;
     const uint8_t *restrict cell = p->cell, *restrict hid = p->hid;
     const int8_t *restrict h_in = p->h_in;
+    const float *restrict h_values = p->h_values;
     const int64_t n_c = p->n_c, n_g = p->n_g, n_mi = p->n_mi;
     for (int64_t b = 0; b < B; b++) {
         requant_row(&p->rq, b, p->codes); /* reads row b of a8 before it is overwritten below */
-        for (int64_t n = 0; n < G; n++) gates[n] = gate[base[b * G + n] + (int32_t)p->codes[n]];
-        int32_t *restrict c = p->c + b * H;
+        for (int64_t n = 0; n < G; n++) gates[n] = gate[goff[n] + x[b * G + n] * n_h + (int32_t)codes[n]];
+        int32_t *restrict c = p->c + b * H, *restrict hh = p->h + b * H;
         for (int64_t j = 0; j < H; j++) {
             const int32_t i = gates[j], f = gates[H + j], g = gates[2 * H + j], o = gates[3 * H + j];
             const int32_t cn = cell[mulf[f * n_c + c[j]] * n_mi + muli[i * n_g + g]];
             const int32_t h = hid[o * n_c + cn];
             c[j] = cn;
-            out[b * H + j] = h;
+            hh[j] = h;
+            out[b * H + j] = h_values[h];
             a8[b * H + j] = h_in[h];
         }
     }

@@ -103,10 +103,11 @@ class LstmStep(ctypes.Structure):
     """Mirror of the C ``LstmStep`` struct."""
 
     _fields_ = [
-        ("rq", Requant), ("B", ctypes.c_int64), ("H", ctypes.c_int64), ("n_c", ctypes.c_int64),
-        ("n_g", ctypes.c_int64), ("n_mi", ctypes.c_int64), ("base", ctypes.c_void_p), ("gate", ctypes.c_void_p),
-        ("mulf", ctypes.c_void_p), ("muli", ctypes.c_void_p), ("cell", ctypes.c_void_p), ("hid", ctypes.c_void_p),
-        ("h_in", ctypes.c_void_p), ("c", ctypes.c_void_p), ("out", ctypes.c_void_p), ("codes", ctypes.c_void_p),
+        ("rq", Requant), ("B", ctypes.c_int64), ("H", ctypes.c_int64), ("n_h", ctypes.c_int64),
+        ("n_c", ctypes.c_int64), ("n_g", ctypes.c_int64), ("n_mi", ctypes.c_int64), ("x", ctypes.c_void_p),
+        ("goff", ctypes.c_void_p), ("gate", ctypes.c_void_p), ("mulf", ctypes.c_void_p), ("muli", ctypes.c_void_p),
+        ("cell", ctypes.c_void_p), ("hid", ctypes.c_void_p), ("h_in", ctypes.c_void_p), ("h_values", ctypes.c_void_p),
+        ("c", ctypes.c_void_p), ("h", ctypes.c_void_p), ("out", ctypes.c_void_p), ("codes", ctypes.c_void_p),
         ("gates", ctypes.c_void_p),
     ]  # fmt: skip
 
@@ -115,9 +116,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
     lib.requant_values_f32.argtypes = [p, f64, f64, p, p]
     lib.requant_affine_i32.argtypes = [p, i32, p, p, p]
+    lib.requant_codes_u8.argtypes = [p, p, p]
     lib.quantize_i8.argtypes = [p, i64, f64, f64, f64, f64, i32, p]
     lib.lstm_step.argtypes = [p, i64]
-    for fn in (lib.requant_values_f32, lib.requant_affine_i32, lib.quantize_i8, lib.lstm_step):
+    for fn in (lib.requant_values_f32, lib.requant_affine_i32, lib.requant_codes_u8, lib.quantize_i8, lib.lstm_step):
         fn.restype = None
 
 

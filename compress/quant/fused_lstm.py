@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -163,6 +164,15 @@ class FusedLSTMLoop:
     def __init__(self, cell: nn.Module) -> None:
         self.cell = cell
         self._tables: dict[tuple[torch.dtype, torch.device], _Tables] = {}
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A reusable CPU scratch tensor (grown when needed): large fresh buffers cost a page fault per page."""
+        numel = math.prod(shape)
+        held = self._buffers.get(name)
+        if held is None or held.dtype != dtype or held.numel() < numel:
+            held = self._buffers[name] = torch.empty(numel, dtype=dtype)
+        return held[:numel].view(shape)
 
     def tables(self, dtype: torch.dtype, device: torch.device) -> _Tables:
         key = (dtype, device)
@@ -192,7 +202,8 @@ class FusedLSTMLoop:
             return None
         try:
             with _one_thread(data.device):
-                return _run(self.cell, tables, data, batch, initial, reverse)
+                result = _run_c(self, tables, data, batch, initial, reverse) if _c_usable(self.cell, data) else None
+                return result or _run(self.cell, tables, data, batch, initial, reverse)
         except RuntimeError:  # e.g. a device's _int_mm refusing a shape: the per-op path handles (and notes) it
             return None
 
@@ -262,40 +273,6 @@ def _steps(
     return h, c
 
 
-def _c_steps_usable(fc_h: LinearQuantWrapper, data: torch.Tensor) -> bool:
-    return data.device.type == "cpu" and fc_h.int_mm.exact_int32 and ckernels.library() is not None
-
-
-def _c_steps(
-    fc_h: LinearQuantWrapper,
-    tables: _Tables,
-    base: torch.Tensor,
-    out: torch.Tensor,
-    order: range,
-    h: torch.Tensor,
-    c: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_steps` with everything after each step's ``_int_mm`` in one C call (ckernels.c ``lstm_step``)."""
-    batch, hidden = base.shape[1], base.shape[2] // 4
-    a8 = tables.h_in.index_select(0, h.reshape(-1)).view(batch, hidden).contiguous()
-    c = c.reshape(batch, hidden).to(torch.int32).contiguous()
-    mm = torch.empty(batch, 4 * hidden, dtype=torch.int32)
-    codes, gates = torch.empty(4 * hidden, dtype=torch.float64), torch.empty(4 * hidden, dtype=torch.int32)
-    keep: list[torch.Tensor] = []
-    rq = ckernels.requant_args(fc_h, mm, a8, keep)
-    ptr, u8 = ckernels.ptr, tables.bytes
-    args = ckernels.LstmStep(
-        rq, batch, hidden, tables.n_c, tables.n_g, tables.n_mi, ptr(base), ptr(u8["gate"]), ptr(u8["mul_f"]),
-        ptr(u8["mul_i"]), ptr(u8["cell"]), ptr(u8["hidden"]), ptr(tables.h_in), ptr(c), ptr(out), ptr(codes),
-        ptr(gates),
-    )  # fmt: skip
-    step, weight = ckernels.library().lstm_step, fc_h.int_mm.weight_t
-    for t in order:
-        torch._int_mm(a8, weight, out=mm)
-        step(ctypes.byref(args), t)
-    return out[order[-1]] if len(order) else h, c.view(-1)
-
-
 @contextlib.contextmanager
 def _one_thread(device: torch.device) -> Iterator[None]:
     """Run the loop on one CPU thread: its per-step ops are too small to split (2 threads: 2.4x slower, measured)."""
@@ -321,14 +298,50 @@ def _run(cell: nn.Module, tables: _Tables, data: torch.Tensor, batch: int, initi
     if first_done:
         out[order[0]] = h.view(-1)
         order = order[1:]
-    if _c_steps_usable(fc_h, data):
-        h, c = _c_steps(fc_h, tables, base, out, order, h, c)
-    else:
-        requant = fc_h.requant_scale if fc_h._requant is None else fc_h._requant
-        h, c = _steps(fc_h, tables, base, out, order, h, c, requant)
+    requant = fc_h.requant_scale if fc_h._requant is None else fc_h._requant
+    h, c = _steps(fc_h, tables, base, out, order, h, c, requant)
     values = tables.h_values.index_select(0, out.view(-1)).view(steps * batch, hidden)
     h_last, c_last = (tables.h_values.index_select(0, h.reshape(-1)), tables.c_values.index_select(0, c.reshape(-1)))
     return values, (h_last.view(batch, hidden), c_last.view(batch, hidden))
+
+
+def _c_usable(cell: nn.Module, data: torch.Tensor) -> bool:
+    """The C loop needs float32 CPU inputs and fc_gate_h's sum provably inside int32 (ckernels.c)."""
+    return data.dtype == torch.float32 and cell.fc_gate_h.int_mm.exact_int32 and cell.fc_gate_x._c_kernels(data)
+
+
+def _run_c(loop: FusedLSTMLoop, tables: _Tables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
+    """:func:`_run` with fc_gate_x's codes as bytes and each step after its ``_int_mm`` in one C call."""
+    cell = loop.cell
+    fc_h, hidden = cell.fc_gate_h, cell.hidden_size
+    steps = data.shape[0] // batch
+    x = loop.buffer("x", (steps * batch, 4 * hidden), torch.uint8)  # reused: no fresh pages to fault in
+    if not cell.fc_gate_x.c_offset_codes(data, x):
+        return None
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    out = torch.empty(steps, batch, hidden, dtype=data.dtype)
+    h, c, first_done = _initial_codes(cell, tables, data[order[0] * batch : (order[0] + 1) * batch], initial)
+    h, c = h.reshape(batch, hidden).to(torch.int32).contiguous(), c.reshape(batch, hidden).to(torch.int32).contiguous()
+    if first_done:
+        out[order[0]] = tables.h_values[h]
+        order = order[1:]
+    a8 = tables.h_in[h].contiguous()
+    gate = torch.arange(4 * hidden, dtype=torch.int64) // hidden
+    goff = (gate * (tables.n_x * tables.n_h) - fc_h._qrange["output"][0]).to(torch.int32)
+    mm = torch.empty(batch, 4 * hidden, dtype=torch.int32)
+    codes, gates = torch.empty(4 * hidden, dtype=torch.float64), torch.empty(4 * hidden, dtype=torch.int32)
+    keep = [goff]
+    ptr, u8 = ckernels.ptr, tables.bytes
+    args = ckernels.LstmStep(
+        ckernels.requant_args(fc_h, mm, a8, keep), batch, hidden, tables.n_h, tables.n_c, tables.n_g, tables.n_mi,
+        ptr(x), ptr(goff), ptr(u8["gate"]), ptr(u8["mul_f"]), ptr(u8["mul_i"]), ptr(u8["cell"]), ptr(u8["hidden"]),
+        ptr(tables.h_in), ptr(tables.h_values), ptr(c), ptr(h), ptr(out), ptr(codes), ptr(gates),
+    )  # fmt: skip
+    step, weight = ckernels.library().lstm_step, fc_h.int_mm.weight_t
+    for t in order:
+        torch._int_mm(a8, weight, out=mm)
+        step(ctypes.byref(args), t)
+    return out.view(steps * batch, hidden), (tables.h_values[h], tables.c_values[c])
 
 
 def attach_fused_loops(model: nn.Module) -> dict[str, str]:

@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 # Output elements per chunk of the C path: the chunk's int32 products and int8 inputs stay in a core's L2.
-_C_CHUNK = 1 << 17
+_C_CHUNK = 1 << 18
 
 
 class QuantizedWeight(nn.Module):
@@ -335,6 +335,21 @@ class LinearQuantWrapper(_WeightedWrapper):
             x, lambda chunk: torch.add(offsets64, self._requantize(*self._accumulator(chunk)), alpha=mul), torch.int32
         )
 
+    def c_offset_codes(self, x: torch.Tensor, out: torch.Tensor) -> bool:
+        """Write ``forward(x)``'s output codes minus ``qmin`` as uint8 into ``out`` with the C kernels.
+
+        Returns False (``out`` untouched or partial) when they cannot run here (see ``_c_kernels``); only
+        for grids of at most 256 codes.
+
+        Example:
+            >>> # if fc.c_offset_codes(x, torch.empty(len(x), fc.int_mm.out_features, dtype=torch.uint8)): ...
+        """
+        qmin, qmax = self._qrange["output"]
+        if qmax - qmin > 255 or not self._c_kernels(x):
+            return False
+        fn = ckernels.library().requant_codes_u8
+        return self._c_rows(x, lambda rq, rows, tmp: fn(ctypes.byref(rq), rows, tmp), out)
+
     def _c_kernels(self, x: torch.Tensor) -> bool:
         """True when the fused C kernels compute this call (CPU float32, int8 kernel exact in int32, no counting)."""
         mm = self.int_mm
@@ -355,6 +370,8 @@ class LinearQuantWrapper(_WeightedWrapper):
         a8 = torch.empty(min(step, rows), k, dtype=torch.int8)
         acc = torch.empty(min(step, rows), mm.out_features, dtype=torch.int32)
         scratch = torch.empty(mm.out_features, dtype=torch.float64)
+        keep: list[torch.Tensor] = []
+        args = ckernels.requant_args(self, acc, a8, keep)  # only the row count changes from chunk to chunk
         for i in range(0, rows, step):
             part, m = flat[i : i + step], min(step, rows - i)
             lib.quantize_i8(part.data_ptr(), m * k, scale, zp, qmin, qmax, mm.x_shift, a8.data_ptr())
@@ -363,8 +380,8 @@ class LinearQuantWrapper(_WeightedWrapper):
             except RuntimeError as err:  # as in _forward: this shape is emulated from now on
                 self._refuse(x, err)
                 return False
-            keep: list[torch.Tensor] = []
-            emit(ckernels.requant_args(self, acc[:m], a8[:m], keep), out_flat[i].data_ptr(), scratch.data_ptr())
+            args.M = m
+            emit(args, out_flat[i].data_ptr(), scratch.data_ptr())
         return True
 
     def _by_rows(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype) -> torch.Tensor:

@@ -54,13 +54,15 @@ def quantized_pair(model: nn.Module, **settings) -> tuple[nn.Module, nn.Module]:
 def fused_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the fused loop's runs (one per layer and direction that it computed)."""
     runs: list[int] = []
-    real = fused_lstm._run
+    for name in ("_run", "_run_c"):  # the PyTorch and the C loop
+        real = getattr(fused_lstm, name)
 
-    def counting(*args, **kwargs):
-        runs.append(1)
-        return real(*args, **kwargs)
+        def counting(*args, real=real, **kwargs):
+            result = real(*args, **kwargs)
+            runs.extend([1] if result is not None else [])
+            return result
 
-    monkeypatch.setattr(fused_lstm, "_run", counting)
+        monkeypatch.setattr(fused_lstm, name, counting)
     return runs
 
 
@@ -186,7 +188,7 @@ def test_every_code_pair_of_a_two_input_table_matches_the_wrapper() -> None:
 def test_loop_runs_on_one_thread_and_restores_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     on, off = quantized_pair(Core(seed=11), mode="symmetric")
     seen = []
-    for name in ("_steps", "_c_steps"):  # the PyTorch and the C time loop
+    for name in ("_steps", "_run_c"):  # the PyTorch and the C time loop
         real = getattr(fused_lstm, name)
         monkeypatch.setattr(fused_lstm, name, lambda *a, real=real: seen.append(torch.get_num_threads()) or real(*a))
     before = torch.get_num_threads()
