@@ -63,9 +63,9 @@ def library() -> ctypes.CDLL | None:
     cc = _compiler()
     if os.environ.get("COMPRESS_CKERNELS", "1") == "0" or cc is None:
         return None
-    key = hashlib.sha256(SOURCE.read_bytes() + f"{cc}|{FLAGS}|{platform.machine()}|{_cpu()}".encode()).hexdigest()
-    target = cache_dir() / "kernels" / f"ckernels-{key[:16]}.so"
     try:
+        key = hashlib.sha256(SOURCE.read_bytes() + f"{cc}|{FLAGS}|{platform.machine()}|{_cpu()}".encode())
+        target = cache_dir() / "kernels" / f"ckernels-{key.hexdigest()[:16]}.so"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
             _build(cc, target)
