@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ def to_device(obj: Any, device: torch.device | str) -> Any:
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU when it has none)."""
-    for t in list(model.parameters()) + list(model.buffers()):
+    for t in itertools.chain(model.parameters(), model.buffers()):  # lazily: called once per batch
         return t.device
     return torch.device("cpu")
 
