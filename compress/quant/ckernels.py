@@ -133,11 +133,8 @@ def requant_args(fc: Any, mm: torch.Tensor, a8: torch.Tensor, keep: list[torch.T
 
     ``keep`` receives the tensors whose addresses the struct holds (the caller keeps them alive).
     """
-    im, n = fc.int_mm, mm.shape[1]
-    r = fc.requant_scale if fc._requant is None else torch.tensor(fc._requant, dtype=torch.float64)
-    zeros = torch.zeros(n, dtype=torch.int32)
-    arrays = [r.to(torch.float64).expand(n).contiguous(), zeros if im.c_w32 is None else im.c_w32]
-    arrays.append(zeros if im.const32 is None else im.const32)
+    n = mm.shape[1]
+    arrays = _static_arrays(fc, n)
     keep.extend(arrays)
     lo, hi = (float(b) for b in fc.accum) if fc._clamp_acc else (-math.inf, math.inf)
     qmin, qmax = fc._qrange["output"]
@@ -145,3 +142,16 @@ def requant_args(fc: Any, mm: torch.Tensor, a8: torch.Tensor, keep: list[torch.T
         ptr(mm), ptr(a8), mm.shape[0], n, a8.shape[1], ptr(arrays[1]), ptr(arrays[2]), lo, hi,
         0.0 if fc.half_range else -math.inf, ptr(arrays[0]), fc._floats["output"][1], qmin, qmax,
     )  # fmt: skip
+
+
+def _static_arrays(fc: Any, n: int) -> list[torch.Tensor]:
+    """fc's per-column requantization factors, weight-side and constant terms, built once per wrapper."""
+    cached = fc.__dict__.get("_c_arrays")
+    if cached is None or cached[0].numel() != n:
+        im = fc.int_mm
+        r = fc.requant_scale if fc._requant is None else torch.tensor(fc._requant, dtype=torch.float64)
+        zeros = torch.zeros(n, dtype=torch.int32)
+        cached = [r.detach().cpu().to(torch.float64).expand(n).contiguous()]
+        cached += [zeros if im.c_w32 is None else im.c_w32.cpu(), zeros if im.const32 is None else im.const32.cpu()]
+        fc.__dict__["_c_arrays"] = cached
+    return cached

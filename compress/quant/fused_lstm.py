@@ -165,6 +165,8 @@ class FusedLSTMLoop:
         self.cell = cell
         self._tables: dict[tuple[torch.dtype, torch.device], _Tables] = {}
         self._buffers: dict[str, torch.Tensor] = {}
+        # Listed once: walking the module tree on every call costs more than a whole step at batch 1.
+        self._watched = list(cell.modules())
 
     def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A reusable CPU scratch tensor (grown when needed): large fresh buffers cost a page fault per page."""
@@ -185,7 +187,7 @@ class FusedLSTMLoop:
         hooks = (nn.modules.module._global_forward_hooks, nn.modules.module._global_forward_pre_hooks)
         if any(hooks):
             return True
-        for module in self.cell.modules():
+        for module in self._watched:
             if module._forward_hooks or module._forward_pre_hooks or getattr(module, "track_saturation", False):
                 return True
         return False
