@@ -132,3 +132,49 @@ void lstm_step(const LstmStep *p, int64_t t) {
         }
     }
 }
+
+/* One step of the fused GRU loop (compress/quant/fused_gru.py) after fc_gate_h's _int_mm. Column blocks of
+ * fc_gate_x / fc_gate_h: reset r, update z, new n. */
+typedef struct {
+    Requant rq;             /* fc_gate_h: mm [B, 3H], a8 [B, H] (overwritten with the next step's inputs) */
+    int64_t B, H, n_h, n_nr, n_n, n_hs, n_zh; /* code counts: fc_gate_h, r*h_n, n, h state, z*h */
+    const uint8_t *x;       /* [T, B, 3H] fc_gate_x codes minus qmin */
+    const int32_t *goff;    /* [2H] gate * n_x * n_h - (fc_gate_h qmin) for the r and z blocks */
+    double h_qmin;          /* fc_gate_h's qmin (its n-block codes index the reset product table) */
+    const uint8_t *rz, *new_reset, *new_gate, *keep_new, *keep_old, *hid; /* tables as bytes */
+    const int8_t *h_in;
+    const float *h_values;
+    int32_t *h;             /* [B, H] hidden codes, updated */
+    float *out;             /* [T, B, H] hidden values */
+    double *codes;          /* [3H] scratch */
+} GruStep;
+
+void gru_step(const GruStep *p, int64_t t) {
+    const int64_t B = p->B, H = p->H, G = 3 * H, n_h = p->n_h, n_nr = p->n_nr, n_n = p->n_n, n_zh = p->n_zh;
+    const int64_t n_hs = p->n_hs;
+    const uint8_t *restrict x = p->x + t * B * G;
+    float *restrict out = p->out + t * B * H;
+    int8_t *restrict a8 = (int8_t *)p->rq.a8;
+    const double *restrict codes = p->codes;
+    const int32_t *restrict goff = p->goff;
+    const uint8_t *restrict rz = p->rz, *restrict new_reset = p->new_reset, *restrict new_gate = p->new_gate;
+    const uint8_t *restrict keep_new = p->keep_new, *restrict keep_old = p->keep_old, *restrict hid = p->hid;
+    const int8_t *restrict h_in = p->h_in;
+    const float *restrict h_values = p->h_values;
+    const int32_t h_qmin = (int32_t)p->h_qmin;
+    for (int64_t b = 0; b < B; b++) {
+        requant_row(&p->rq, b, p->codes); /* reads row b of a8 before it is overwritten below */
+        const uint8_t *restrict xb = x + b * G;
+        int32_t *restrict hh = p->h + b * H;
+        for (int64_t j = 0; j < H; j++) {
+            const int32_t r = rz[goff[j] + xb[j] * n_h + (int32_t)codes[j]];
+            const int32_t z = rz[goff[H + j] + xb[H + j] * n_h + (int32_t)codes[H + j]];
+            const int32_t nr = new_reset[r * n_h + (int32_t)codes[2 * H + j] - h_qmin];
+            const int32_t n = new_gate[xb[2 * H + j] * n_nr + nr];
+            const int32_t h = hid[keep_new[z * n_n + n] * n_zh + keep_old[z * n_hs + hh[j]]];
+            hh[j] = h;
+            out[b * H + j] = h_values[h];
+            a8[b * H + j] = h_in[h];
+        }
+    }
+}

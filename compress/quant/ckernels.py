@@ -33,7 +33,7 @@ import torch
 
 from compress.utils import cache_dir
 
-__all__ = ["library", "Requant", "LstmStep", "requant_args", "ptr"]
+__all__ = ["library", "Requant", "LstmStep", "GruStep", "requant_args", "ptr"]
 
 SOURCE = Path(__file__).with_name("ckernels.c")
 # No FMA contraction and no fast-math: every float64 operation must round exactly as PyTorch's does.
@@ -112,6 +112,19 @@ class LstmStep(ctypes.Structure):
     ]  # fmt: skip
 
 
+class GruStep(ctypes.Structure):
+    """Mirror of the C ``GruStep`` struct."""
+
+    _fields_ = [
+        ("rq", Requant), ("B", ctypes.c_int64), ("H", ctypes.c_int64), ("n_h", ctypes.c_int64),
+        ("n_nr", ctypes.c_int64), ("n_n", ctypes.c_int64), ("n_hs", ctypes.c_int64), ("n_zh", ctypes.c_int64),
+        ("x", ctypes.c_void_p), ("goff", ctypes.c_void_p), ("h_qmin", ctypes.c_double), ("rz", ctypes.c_void_p),
+        ("new_reset", ctypes.c_void_p), ("new_gate", ctypes.c_void_p), ("keep_new", ctypes.c_void_p),
+        ("keep_old", ctypes.c_void_p), ("hid", ctypes.c_void_p), ("h_in", ctypes.c_void_p),
+        ("h_values", ctypes.c_void_p), ("h", ctypes.c_void_p), ("out", ctypes.c_void_p), ("codes", ctypes.c_void_p),
+    ]  # fmt: skip
+
+
 def _declare(lib: ctypes.CDLL) -> None:
     p, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
     lib.requant_values_f32.argtypes = [p, f64, f64, p, p]
@@ -119,7 +132,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.requant_codes_u8.argtypes = [p, p, p]
     lib.quantize_i8.argtypes = [p, i64, f64, f64, f64, f64, i32, p]
     lib.lstm_step.argtypes = [p, i64]
-    for fn in (lib.requant_values_f32, lib.requant_affine_i32, lib.requant_codes_u8, lib.quantize_i8, lib.lstm_step):
+    lib.gru_step.argtypes = [p, i64]
+    fns = (lib.requant_values_f32, lib.requant_affine_i32, lib.requant_codes_u8, lib.quantize_i8, lib.lstm_step)
+    for fn in (*fns, lib.gru_step):
         fn.restype = None
 
 

@@ -65,6 +65,19 @@ def fused_lstm_blocker(cell: nn.Module) -> str:
         >>> fused_lstm_blocker(ModularLSTMCell(2, 3))
         'fc_gate_x is Linear, not an integer linear wrapper'
     """
+    return fused_blocker(cell, {name: (nn.Sigmoid, nn.Tanh) for name in _ACTS}, _PAIRS)
+
+
+def fused_blocker(cell: nn.Module, acts: dict[str, tuple[type, ...]], pairs: dict[str, type]) -> str:
+    """Why a modular cell cannot be fused ("" when it can): its two gate products must be int8 linear
+    wrappers, ``acts`` quantized element-wise modules of the given types, ``pairs`` two-input integer ops,
+    every grid per tensor with at most 256 codes.
+
+    Example:
+        >>> from compress.modules import ModularGRUCell
+        >>> fused_blocker(ModularGRUCell(2, 3), {}, {})
+        'fc_gate_x is Linear, not an integer linear wrapper'
+    """
     for name in ("fc_gate_x", "fc_gate_h"):
         fc = getattr(cell, name)
         if not isinstance(fc, LinearQuantWrapper):
@@ -75,13 +88,13 @@ def fused_lstm_blocker(cell: nn.Module) -> str:
         return "integer_kernels: off"
     if cell.fc_gate_h.int_mm is None or not _small_grid(cell.fc_gate_h, "input"):
         return "fc_gate_h does not run on the int8 kernel"
-    for name in _ACTS:
+    for name, types in acts.items():
         act = getattr(cell, name)
-        if not isinstance(act, FakeQuantWrapper) or not isinstance(act.wrapped, (nn.Sigmoid, nn.Tanh)):
-            return f"{name} is {type(act).__name__}, not a quantized sigmoid/tanh"
+        if not isinstance(act, FakeQuantWrapper) or not isinstance(act.wrapped, types):
+            return f"{name} is {type(act).__name__}, not a quantized {'/'.join(t.__name__ for t in types)}"
         if not _small_grid(act, "output"):
             return f"{name}: output grid wider than {_MAX_CODES} codes"
-    for name, kind in _PAIRS.items():
+    for name, kind in pairs.items():
         op = getattr(cell, name)
         if type(op) is not kind or op.num_inputs != 2:
             return f"{name} is {type(op).__name__}, not a quantized two-input op"
@@ -179,8 +192,15 @@ class FusedLSTMLoop:
     def tables(self, dtype: torch.dtype, device: torch.device) -> _Tables:
         key = (dtype, device)
         if key not in self._tables:
-            self._tables[key] = _Tables(self.cell, dtype, device)
+            self._tables[key] = self._make_tables(dtype, device)
         return self._tables[key]
+
+    def _make_tables(self, dtype: torch.dtype, device: torch.device) -> Any:
+        return _Tables(self.cell, dtype, device)
+
+    def _fused(self, tables: Any, data: torch.Tensor, batch: int, initial: tuple, reverse: bool) -> Any:
+        result = _run_c(self, tables, data, batch, initial, reverse) if _c_usable(self.cell, data) else None
+        return result or _run(self.cell, tables, data, batch, initial, reverse)
 
     def _observed(self) -> bool:
         """True when running the ops one by one could be seen from outside (hooks, saturation counting)."""
@@ -204,8 +224,7 @@ class FusedLSTMLoop:
             return None
         try:
             with _one_thread(data.device):
-                result = _run_c(self, tables, data, batch, initial, reverse) if _c_usable(self.cell, data) else None
-                return result or _run(self.cell, tables, data, batch, initial, reverse)
+                return self._fused(tables, data, batch, initial, reverse)
         except RuntimeError:  # e.g. a device's _int_mm refusing a shape: the per-op path handles (and notes) it
             return None
 
@@ -347,7 +366,7 @@ def _run_c(loop: FusedLSTMLoop, tables: _Tables, data: torch.Tensor, batch: int,
 
 
 def attach_fused_loops(model: nn.Module) -> dict[str, str]:
-    """Give every fully quantized modular LSTM cell of ``model`` its fused loop; returns ``{cell: why not}``.
+    """Give every fully quantized modular LSTM/GRU cell of ``model`` its fused loop; returns ``{cell: why not}``.
 
     Cells whose wrappers run with ``integer_kernels: off`` are left alone (the emulation is what was asked).
 
@@ -356,13 +375,16 @@ def attach_fused_loops(model: nn.Module) -> dict[str, str]:
         >>> attach_fused_loops(ModularLSTM(2, 3))
         {'cells.0': 'fc_gate_x is Linear, not an integer linear wrapper'}
     """
-    from compress.modules import ModularLSTMCell
+    from compress.modules import ModularGRUCell, ModularLSTMCell
+    from compress.quant.fused_gru import FusedGRULoop, fused_gru_blocker
 
+    kinds = {ModularLSTMCell: (fused_lstm_blocker, FusedLSTMLoop), ModularGRUCell: (fused_gru_blocker, FusedGRULoop)}
     blocked: dict[str, str] = {}
     for name, module in model.named_modules():
-        if type(module) is not ModularLSTMCell:
+        if type(module) not in kinds:
             continue
-        why = fused_lstm_blocker(module)
+        blocker, loop = kinds[type(module)]
+        why = blocker(module)
         for child_name, child in module.named_children():  # the report's kernel column: how evaluation runs it
             if isinstance(child, QuantWrapper):
                 child.fused_kernel = (
@@ -372,5 +394,5 @@ def attach_fused_loops(model: nn.Module) -> dict[str, str]:
             blocked[name] = why
             module.__dict__.pop("fused_loop", None)
             continue
-        module.fused_loop = FusedLSTMLoop(module)
+        module.fused_loop = loop(module)
     return blocked

@@ -1,4 +1,4 @@
-"""The fused integer LSTM loop gives the same bits as running the quantized ops one by one.
+"""The fused integer LSTM and GRU loops give the same bits as running the quantized ops one by one.
 
 Every comparison is ``torch.equal`` between a model built with ``integer_kernels="auto"`` (fused loop
 attached) and the same model with ``"off"`` (the float64 emulation, one module call per op and step),
@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+import compress.quant.fused_gru as fused_gru
 import compress.quant.fused_lstm as fused_lstm
-from compress.modules import ModularLSTM
+from compress.modules import ModularGRU, ModularLSTM
 from compress.quant import PostTrainLinearQuantizer
 from compress.quant._base import Grid
 from compress.quant.fused_lstm import _act_table, attach_fused_loops, fused_lstm_blocker
@@ -28,12 +29,14 @@ MODES = ["symmetric", "symmetric_restricted", "asymmetric_signed", "asymmetric_u
 
 
 class Core(nn.Module):
-    """A bare modular LSTM as a model (the quantizer wraps its cells' ops)."""
+    """A bare modular LSTM (or GRU) as a model (the quantizer wraps its cells' ops)."""
 
-    def __init__(self, width: int = 7, hidden: int = 13, bidirectional: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self, width: int = 7, hidden: int = 13, bidirectional: bool = False, seed: int = 0, gru: bool = False
+    ) -> None:
         super().__init__()
         torch.manual_seed(seed)
-        self.rnn = ModularLSTM(width, hidden, num_layers=2, bidirectional=bidirectional)
+        self.rnn = (ModularGRU if gru else ModularLSTM)(width, hidden, num_layers=2, bidirectional=bidirectional)
 
     def forward(self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
         return self.rnn(x, hx)
@@ -54,22 +57,23 @@ def quantized_pair(model: nn.Module, **settings) -> tuple[nn.Module, nn.Module]:
 def fused_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the fused loop's runs (one per layer and direction that it computed)."""
     runs: list[int] = []
-    for name in ("_run", "_run_c"):  # the PyTorch and the C loop
-        real = getattr(fused_lstm, name)
+    for module, name in itertools.product((fused_lstm, fused_gru), ("_run", "_run_c")):  # PyTorch and C loops
+        real = getattr(module, name)
 
         def counting(*args, real=real, **kwargs):
             result = real(*args, **kwargs)
             runs.extend([1] if result is not None else [])
             return result
 
-        monkeypatch.setattr(fused_lstm, name, counting)
+        monkeypatch.setattr(module, name, counting)
     return runs
 
 
 def assert_same_outputs(on: nn.Module, off: nn.Module, x: torch.Tensor, hx=None) -> None:
     with torch.no_grad():
-        (y1, (h1, c1)), (y2, (h2, c2)) = on(x, hx), off(x, hx)
-    for a, b in ((y1, y2), (h1, h2), (c1, c2)):
+        (y1, s1), (y2, s2) = on(x, hx), off(x, hx)
+    states = list(zip(s1, s2, strict=True)) if isinstance(s1, tuple) else [(s1, s2)]  # LSTM (h, c) or GRU h
+    for a, b in [(y1, y2), *states]:
         assert a.dtype == b.dtype and a.shape == b.shape
         assert torch.equal(a, b), f"max |diff| {float((a - b).abs().max())}"
 
@@ -84,6 +88,29 @@ def test_fused_loop_equals_per_op_emulation(mode: str, per_channel: bool, bits: 
     for steps, batch in ((11, 4), (6, 1), (1, 3)):
         assert_same_outputs(on, off, sequences(steps, batch, seed=steps))
     assert len(fused_runs) == 3 * 2  # every call, both layers
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("bits", [2, 5, 8])
+def test_fused_gru_equals_per_op_emulation(mode: str, per_channel: bool, bits: int, fused_runs: list[int]) -> None:
+    settings = {"mode": mode, "per_channel_wts": per_channel, "bits_activations": bits, "bits_parameters": bits}
+    on, off = quantized_pair(Core(seed=bits, gru=True), **settings)
+    assert attach_fused_loops(on) == {}
+    for steps, batch in ((11, 4), (6, 1), (1, 3)):
+        assert_same_outputs(on, off, sequences(steps, batch, seed=steps))
+    assert_same_outputs(on, off, sequences(7, 3), torch.randn(2, 3, 13, generator=torch.Generator().manual_seed(3)))
+    assert len(fused_runs) == 4 * 2
+
+
+def test_bidirectional_gru_and_its_blockers(fused_runs: list[int]) -> None:
+    model = Core(bidirectional=True, seed=12, gru=True)
+    on, off = quantized_pair(model, mode="asymmetric_signed", per_channel_wts=True, clip_acts="avg")
+    assert_same_outputs(on, off, sequences(9, 2, seed=4))
+    assert len(fused_runs) == 4
+    stats = collect_stats(model, lambda m: m(sequences(9, 5)))
+    mixed = PostTrainLinearQuantizer(model, stats, overrides=[{"match": r".*oneminus.*", "fp16": True}]).prepare_model()
+    assert set(attach_fused_loops(mixed).values()) == {"oneminus_update is FloatWrapper, not a quantized OneMinus"}
 
 
 @pytest.mark.parametrize("clip", ["avg", "n_std"])
