@@ -305,14 +305,14 @@ def section(results: list[dict[str, Any]], rounds: int) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) this benchmark's section of RESULTS.md, leaving every other section as it is."""
+def write_section(text: str, section: str = SECTION) -> None:
+    """Replace (or append) a benchmark's section of RESULTS.md, leaving every other section as it is."""
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = old.find(SECTION + "\n")
+    start = old.find(section + "\n")
     if start < 0:
         new = old.rstrip() + "\n\n" + text
     else:
-        nxt = old.find("\n## ", start + len(SECTION))
+        nxt = old.find("\n## ", start + len(section))
         new = old[:start] + text + (old[nxt + 1 :] if nxt >= 0 else "")
     RESULTS.write_text(new if new.endswith("\n") else new + "\n")
 

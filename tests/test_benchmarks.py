@@ -103,3 +103,13 @@ def test_replace_sections_keeps_the_rest(monkeypatch: pytest.MonkeyPatch) -> Non
     text = "# R\n\n## Scaling of x\nother\n\n## Scaling\nold\n\n## Tail\nt\n"
     out = replace_sections(text, {"## Scaling": "new", "## Added": "a"})
     assert out == "# R\n\n## Scaling of x\nother\n\n## Scaling\n\nnew\n\n## Tail\nt\n\n## Added\n\na\n"
+
+
+def test_fused_rnn_benchmark_runs_and_checks_exactness() -> None:
+    cmd = [sys.executable, str(BENCHMARKS / "fused_rnn.py"), "--hidden", "12", "--steps", "5", "--batch", "3"]
+    proc = subprocess.run([*cmd, "--rounds", "1"], cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("int8 output equal to the per-op emulation (torch.equal): True.") == 2
+    for kind in ("LSTM", "GRU"):
+        section = proc.stdout[proc.stdout.index(f"### {kind}") :]
+        assert re.fullmatch(rf"\*\*{NUMBER}\*\*", _row(section, "compress int8")[2])
