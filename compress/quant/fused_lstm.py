@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -162,6 +163,14 @@ class _Tables:
         self.h_values, self.c_values = h_values, values(cell.eltwiseadd_cell)
         # Byte copies for the C kernel (every entry is an offset code below 256): 4x less cache.
         self.bytes = {k: getattr(self, k).to(torch.uint8) for k in ("gate", "mul_f", "mul_i", "cell", "hidden")}
+        self._goff: torch.Tensor | None = None
+
+    def c_gate_offsets(self, fc_h: LinearQuantWrapper, hidden: int) -> torch.Tensor:
+        """int32 ``[4H]``: each column's gate block in the gate table, minus fc_gate_h's qmin (C kernel)."""
+        if self._goff is None:
+            gate = torch.arange(4 * hidden, dtype=torch.int64) // hidden
+            self._goff = (gate * (self.n_x * self.n_h) - fc_h._qrange["output"][0]).to(torch.int32)
+        return self._goff
 
 
 class FusedLSTMLoop:
@@ -177,16 +186,19 @@ class FusedLSTMLoop:
     def __init__(self, cell: nn.Module) -> None:
         self.cell = cell
         self._tables: dict[tuple[torch.dtype, torch.device], _Tables] = {}
-        self._buffers: dict[str, torch.Tensor] = {}
+        self._buffers: dict[tuple[str, int], torch.Tensor] = {}
         # Listed once: walking the module tree on every call costs more than a whole step at batch 1.
         self._watched = list(cell.modules())
 
     def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """A reusable CPU scratch tensor (grown when needed): large fresh buffers cost a page fault per page."""
-        numel = math.prod(shape)
-        held = self._buffers.get(name)
+        """A reusable CPU scratch tensor (grown when needed): large fresh buffers cost a page fault per page.
+
+        One set per thread, so a model shared by several threads never shares scratch space.
+        """
+        numel, key = math.prod(shape), (name, threading.get_ident())
+        held = self._buffers.get(key)
         if held is None or held.dtype != dtype or held.numel() < numel:
-            held = self._buffers[name] = torch.empty(numel, dtype=dtype)
+            held = self._buffers[key] = torch.empty(numel, dtype=dtype)
         return held[:numel].view(shape)
 
     def tables(self, dtype: torch.dtype, device: torch.device) -> _Tables:
@@ -347,10 +359,9 @@ def _run_c(loop: FusedLSTMLoop, tables: _Tables, data: torch.Tensor, batch: int,
         out[order[0]] = tables.h_values[h]
         order = order[1:]
     a8 = tables.h_in[h].contiguous()
-    gate = torch.arange(4 * hidden, dtype=torch.int64) // hidden
-    goff = (gate * (tables.n_x * tables.n_h) - fc_h._qrange["output"][0]).to(torch.int32)
-    mm = torch.empty(batch, 4 * hidden, dtype=torch.int32)
-    codes, gates = torch.empty(4 * hidden, dtype=torch.float64), torch.empty(4 * hidden, dtype=torch.int32)
+    goff = tables.c_gate_offsets(fc_h, hidden)
+    mm = loop.buffer("mm", (batch, 4 * hidden), torch.int32)
+    codes, gates = loop.buffer("codes", (4 * hidden,), torch.float64), loop.buffer("gates", (4 * hidden,), torch.int32)
     keep = [goff]
     ptr, u8 = ckernels.ptr, tables.bytes
     args = ckernels.LstmStep(

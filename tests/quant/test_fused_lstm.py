@@ -8,6 +8,7 @@ and every test also checks that the fused loop really ran (a silent fall-back wo
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 import torch
@@ -226,3 +227,22 @@ def test_loop_runs_on_one_thread_and_restores_the_setting(monkeypatch: pytest.Mo
     finally:
         torch.set_num_threads(before)
     assert seen == [1, 1]
+
+
+def test_threads_sharing_one_model_get_their_own_scratch_space() -> None:
+    on, _ = quantized_pair(Core(seed=13), mode="asymmetric_signed", per_channel_wts=True)
+    inputs = [sequences(40, 3, seed=s) for s in range(4)]
+    with torch.no_grad():
+        want = [on(x)[0] for x in inputs]
+    got: dict[int, list[torch.Tensor]] = {}
+
+    def work(i: int) -> None:
+        with torch.no_grad():
+            got[i] = [on(inputs[i])[0] for _ in range(5)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(torch.equal(y, want[i]) for i, ys in got.items() for y in ys) and len(got) == len(inputs)
