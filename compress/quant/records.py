@@ -14,6 +14,7 @@ per experiment.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -191,6 +192,22 @@ class FloatReference:
         return {n: self._outputs[n] for n in wanted}
 
 
+# Sum of squares of each reference output, computed once: every experiment of a study compares against
+# the same captured outputs. Keyed by id with a weak reference, so an entry dies with its tensor.
+_ENERGIES: dict[int, tuple[weakref.ref, float]] = {}
+
+
+def _energy(ref: torch.Tensor, ref64: torch.Tensor) -> float:
+    """``sum(ref64 ** 2)`` of a reference output (``ref64``: ``ref`` in float64), cached per tensor."""
+    key = id(ref)
+    hit = _ENERGIES.get(key)
+    if hit is not None and hit[0]() is ref:
+        return hit[1]
+    value = float((ref64**2).sum())
+    _ENERGIES[key] = (weakref.ref(ref, lambda _dead, key=key: _ENERGIES.pop(key, None)), value)
+    return value
+
+
 def sqnr_by_layer(
     reference: dict[str, list], model: nn.Module, run: Callable[[nn.Module], None]
 ) -> dict[str, tuple[float | None, int]]:
@@ -209,7 +226,7 @@ def sqnr_by_layer(
         if acc[2] < len(calls):
             for ref, got in zip(calls[acc[2]], _tensors(out), strict=False):
                 ref64, got64 = ref.to(torch.float64), got.detach().to(ref.device, torch.float64)
-                acc[0] += float((ref64**2).sum())
+                acc[0] += _energy(ref, ref64)
                 acc[1] += float(((ref64 - got64) ** 2).sum())
         acc[2] += 1
 
