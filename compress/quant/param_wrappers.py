@@ -364,7 +364,7 @@ class LinearQuantWrapper(_WeightedWrapper):
         flat = x.reshape(-1, x.shape[-1]).contiguous()
         out_flat = out.view(-1, mm.out_features)
         rows, k = flat.shape
-        step = max(16, _C_CHUNK // max(mm.out_features, k))
+        step = max(128, _C_CHUNK // max(mm.out_features, k))
         scale, zp = self._floats["input"]
         qmin, qmax = self._qrange["input"]
         a8 = torch.empty(min(step, rows), k, dtype=torch.int8)
