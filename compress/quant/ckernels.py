@@ -33,7 +33,18 @@ import torch
 
 from compress.utils import cache_dir
 
-__all__ = ["library", "Requant", "LstmStep", "GruStep", "requant_args", "ptr"]
+__all__ = [
+    "library",
+    "usable",
+    "linear_values",
+    "linear_affine_codes",
+    "linear_byte_codes",
+    "Requant",
+    "LstmStep",
+    "GruStep",
+    "requant_args",
+    "ptr",
+]
 
 SOURCE = Path(__file__).with_name("ckernels.c")
 # No FMA contraction and no fast-math: every float64 operation must round exactly as PyTorch's does.
@@ -42,6 +53,10 @@ SOURCE = Path(__file__).with_name("ckernels.c")
 FLAGS = ["-O3", "-march=native", "-fno-fast-math", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno"]
 FLAGS += ["-fPIC", "-shared"]
 _state: dict[str, Any] = {}
+# Output elements per chunk of a linear layer: the chunk's int32 products and int8 inputs stay in a core's L2
+# (at least 128 rows: wide outputs such as a word-LM decoder run their int8 product faster in taller chunks).
+_CHUNK = 1 << 17
+_MIN_ROWS = 128
 
 
 def _compiler() -> str | None:
@@ -170,3 +185,94 @@ def _static_arrays(fc: Any, n: int) -> list[torch.Tensor]:
         cached += [zeros if im.c_w32 is None else im.c_w32.cpu(), zeros if im.const32 is None else im.const32.cpu()]
         fc.__dict__["_c_arrays"] = cached
     return cached
+
+
+def usable(fc: Any, x: torch.Tensor) -> bool:
+    """True when the C kernels can compute LinearQuantWrapper ``fc`` on ``x``: a CPU float32 Linear on the
+    int8 kernel whose sum provably fits int32, per-tensor input/output grids, no saturation counting.
+
+    Example:
+        >>> usable(object(), torch.zeros(1))
+        False
+    """
+    mm = getattr(fc, "int_mm", None)
+    if mm is None or not mm.exact_int32 or not fc._linear or fc.track_saturation:
+        return False
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() < 1:
+        return False
+    per_tensor = fc._floats["input"] is not None and fc._floats["output"] is not None
+    return per_tensor and fc._use_int_mm(x) and library() is not None
+
+
+def linear_values(fc: Any, x: torch.Tensor) -> torch.Tensor | None:
+    """``fc(x)`` (float32 dequantized outputs) computed by the C kernels, or None when they cannot run.
+
+    Example:
+        >>> linear_values(object(), torch.zeros(1)) is None
+        True
+    """
+    if not usable(fc, x):
+        return None
+    out = torch.empty(*x.shape[:-1], fc.int_mm.out_features, dtype=x.dtype)
+    zp, scale, fn = fc._floats["output"][1], float(fc.output_scale), library().requant_values_f32
+    return out if _rows(fc, x, lambda rq, rows, tmp: fn(ctypes.byref(rq), zp, scale, rows, tmp), out) else None
+
+
+def linear_affine_codes(fc: Any, x: torch.Tensor, mul: int, offsets: torch.Tensor) -> torch.Tensor | None:
+    """int32 ``code * mul + offsets`` of ``fc(x)``'s output codes by the C kernels, or None when they cannot run.
+
+    Example:
+        >>> linear_affine_codes(object(), torch.zeros(1), 1, torch.zeros(1, dtype=torch.int32)) is None
+        True
+    """
+    if not usable(fc, x):
+        return None
+    out = torch.empty(*x.shape[:-1], fc.int_mm.out_features, dtype=torch.int32)
+    fn = library().requant_affine_i32
+    ok = _rows(fc, x, lambda rq, rows, tmp: fn(ctypes.byref(rq), mul, offsets.data_ptr(), rows, tmp), out)
+    return out if ok else None
+
+
+def linear_byte_codes(fc: Any, x: torch.Tensor, out: torch.Tensor) -> bool:
+    """Write ``fc(x)``'s output codes minus ``qmin`` as uint8 into ``out``; False when the C kernels cannot.
+
+    Only for output grids of at most 256 codes (the fused loops' ``fc_gate_x``).
+
+    Example:
+        >>> linear_byte_codes(object(), torch.zeros(1), torch.zeros(1, dtype=torch.uint8))
+        False
+    """
+    if not usable(fc, x) or fc._qrange["output"][1] - fc._qrange["output"][0] > 255:
+        return False
+    fn = library().requant_codes_u8
+    return _rows(fc, x, lambda rq, rows, tmp: fn(ctypes.byref(rq), rows, tmp), out)
+
+
+def _rows(fc: Any, x: torch.Tensor, emit: Any, out: torch.Tensor) -> bool:
+    """Quantize ``x`` (C), ``_int_mm``, then ``emit(requant_args, out_ptr, scratch_ptr)`` (C), by row chunks.
+
+    False when ``_int_mm`` refuses the shape: the wrapper then notes it and emulates such calls.
+    """
+    mm, lib = fc.int_mm, library()
+    flat = x.reshape(-1, x.shape[-1]).contiguous()
+    out_flat = out.view(-1, mm.out_features)
+    rows, k = flat.shape
+    step = max(_MIN_ROWS, _CHUNK // max(mm.out_features, k))
+    scale, zp = fc._floats["input"]
+    qmin, qmax = fc._qrange["input"]
+    a8 = torch.empty(min(step, rows), k, dtype=torch.int8)
+    acc = torch.empty(min(step, rows), mm.out_features, dtype=torch.int32)
+    scratch = torch.empty(mm.out_features, dtype=torch.float64)
+    keep: list[torch.Tensor] = []
+    args = requant_args(fc, acc, a8, keep)  # only the row count changes from chunk to chunk
+    for i in range(0, rows, step):
+        part, m = flat[i : i + step], min(step, rows - i)
+        lib.quantize_i8(part.data_ptr(), m * k, scale, zp, qmin, qmax, mm.x_shift, a8.data_ptr())
+        try:
+            torch._int_mm(a8[:m], mm.weight_t, out=acc[:m])
+        except RuntimeError as err:
+            fc._refuse(x, err)
+            return False
+        args.M = m
+        emit(args, out_flat[i].data_ptr(), scratch.data_ptr())
+    return True

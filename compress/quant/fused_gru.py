@@ -162,7 +162,7 @@ def _run_c(loop: FusedLSTMLoop, tables: _GruTables, data: torch.Tensor, batch: i
     fc_h, hidden = cell.fc_gate_h, cell.hidden_size
     steps = data.shape[0] // batch
     x = loop.buffer("x", (steps * batch, 3 * hidden), torch.uint8)
-    if not cell.fc_gate_x.c_offset_codes(data, x):
+    if not ckernels.linear_byte_codes(cell.fc_gate_x, data, x):
         return None
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     out = torch.empty(steps, batch, hidden, dtype=data.dtype)

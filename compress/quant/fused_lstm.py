@@ -340,7 +340,7 @@ def _run(cell: nn.Module, tables: _Tables, data: torch.Tensor, batch: int, initi
 
 def _c_usable(cell: nn.Module, data: torch.Tensor) -> bool:
     """The C loop needs float32 CPU inputs and fc_gate_h's sum provably inside int32 (ckernels.c)."""
-    return data.dtype == torch.float32 and cell.fc_gate_h.int_mm.exact_int32 and cell.fc_gate_x._c_kernels(data)
+    return data.dtype == torch.float32 and cell.fc_gate_h.int_mm.exact_int32 and ckernels.usable(cell.fc_gate_x, data)
 
 
 def _run_c(loop: FusedLSTMLoop, tables: _Tables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
@@ -349,7 +349,7 @@ def _run_c(loop: FusedLSTMLoop, tables: _Tables, data: torch.Tensor, batch: int,
     fc_h, hidden = cell.fc_gate_h, cell.hidden_size
     steps = data.shape[0] // batch
     x = loop.buffer("x", (steps * batch, 4 * hidden), torch.uint8)  # reused: no fresh pages to fault in
-    if not cell.fc_gate_x.c_offset_codes(data, x):
+    if not ckernels.linear_byte_codes(cell.fc_gate_x, data, x):
         return None
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     out = torch.empty(steps, batch, hidden, dtype=data.dtype)

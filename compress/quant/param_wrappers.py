@@ -23,7 +23,6 @@ computed when the wrapper is built.
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable
 from typing import Any
 
@@ -302,12 +301,8 @@ class LinearQuantWrapper(_WeightedWrapper):
         return self.int_mm is not None and (x.device.type, x.numel() // max(x.shape[-1], 1)) not in self._refused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._c_kernels(x):
-            out = torch.empty(*x.shape[:-1], self.int_mm.out_features, dtype=x.dtype)
-            zp, scale, fn = self._floats["output"][1], float(self.output_scale), ckernels.library().requant_values_f32
-            if self._c_rows(x, lambda rq, rows, tmp: fn(ctypes.byref(rq), zp, scale, rows, tmp), out):
-                return out
-        return self._by_rows(x, self._forward, x.dtype)
+        out = ckernels.linear_values(self, x)  # the fused C kernels when they can run, else PyTorch ops
+        return out if out is not None else self._by_rows(x, self._forward, x.dtype)
 
     def output_codes(self, x: torch.Tensor, mul: int = 1, offsets: torch.Tensor | None = None) -> torch.Tensor:
         """int32 ``code * mul + offsets`` of ``forward(x)``'s output codes (the values it would dequantize).
@@ -325,64 +320,13 @@ class LinearQuantWrapper(_WeightedWrapper):
         """
         n = self.qweight.int_weight.shape[0]
         offsets = torch.zeros(n, dtype=torch.int32) if offsets is None else offsets.to(torch.int32).contiguous()
-        if self._c_kernels(x):
-            out = torch.empty(*x.shape[:-1], n, dtype=torch.int32)
-            fn = ckernels.library().requant_affine_i32
-            if self._c_rows(x, lambda rq, rows, tmp: fn(ctypes.byref(rq), mul, offsets.data_ptr(), rows, tmp), out):
-                return out
+        out = ckernels.linear_affine_codes(self, x, mul, offsets)
+        if out is not None:
+            return out
         offsets64 = offsets.to(device=x.device, dtype=torch.float64)
         return self._by_rows(
             x, lambda chunk: torch.add(offsets64, self._requantize(*self._accumulator(chunk)), alpha=mul), torch.int32
         )
-
-    def c_offset_codes(self, x: torch.Tensor, out: torch.Tensor) -> bool:
-        """Write ``forward(x)``'s output codes minus ``qmin`` as uint8 into ``out`` with the C kernels.
-
-        Returns False (``out`` untouched or partial) when they cannot run here (see ``_c_kernels``); only
-        for grids of at most 256 codes.
-
-        Example:
-            >>> # if fc.c_offset_codes(x, torch.empty(len(x), fc.int_mm.out_features, dtype=torch.uint8)): ...
-        """
-        qmin, qmax = self._qrange["output"]
-        if qmax - qmin > 255 or not self._c_kernels(x):
-            return False
-        fn = ckernels.library().requant_codes_u8
-        return self._c_rows(x, lambda rq, rows, tmp: fn(ctypes.byref(rq), rows, tmp), out)
-
-    def _c_kernels(self, x: torch.Tensor) -> bool:
-        """True when the fused C kernels compute this call (CPU float32, int8 kernel exact in int32, no counting)."""
-        mm = self.int_mm
-        usable = mm is not None and mm.exact_int32 and self._linear and not self.track_saturation
-        usable = usable and x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() >= 1
-        usable = usable and self._floats["input"] is not None and self._floats["output"] is not None
-        return usable and self._use_int_mm(x) and ckernels.library() is not None
-
-    def _c_rows(self, x: torch.Tensor, emit: Callable[[Any, int, int], None], out: torch.Tensor) -> bool:
-        """Quantize ``x`` (C), ``_int_mm``, then ``emit(requant_args, out_ptr, scratch_ptr)`` (C), by row chunks."""
-        mm, lib = self.int_mm, ckernels.library()
-        flat = x.reshape(-1, x.shape[-1]).contiguous()
-        out_flat = out.view(-1, mm.out_features)
-        rows, k = flat.shape
-        step = max(128, _C_CHUNK // max(mm.out_features, k))
-        scale, zp = self._floats["input"]
-        qmin, qmax = self._qrange["input"]
-        a8 = torch.empty(min(step, rows), k, dtype=torch.int8)
-        acc = torch.empty(min(step, rows), mm.out_features, dtype=torch.int32)
-        scratch = torch.empty(mm.out_features, dtype=torch.float64)
-        keep: list[torch.Tensor] = []
-        args = ckernels.requant_args(self, acc, a8, keep)  # only the row count changes from chunk to chunk
-        for i in range(0, rows, step):
-            part, m = flat[i : i + step], min(step, rows - i)
-            lib.quantize_i8(part.data_ptr(), m * k, scale, zp, qmin, qmax, mm.x_shift, a8.data_ptr())
-            try:
-                torch._int_mm(a8[:m], mm.weight_t, out=acc[:m])
-            except RuntimeError as err:  # as in _forward: this shape is emulated from now on
-                self._refuse(x, err)
-                return False
-            args.M = m
-            emit(args, out_flat[i].data_ptr(), scratch.data_ptr())
-        return True
 
     def _by_rows(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
         rows = x.numel() // max(x.shape[-1], 1) if x.dim() > 1 else 1
