@@ -185,7 +185,8 @@ def _run_c(loop: FusedLSTMLoop, tables: _GruTables, data: torch.Tensor, batch: i
         ptr(out), ptr(codes),
     )  # fmt: skip
     step, weight = ckernels.library().gru_step, fc_h.int_mm.weight_t
+    ref = ctypes.byref(args)
     for t in order:
         torch._int_mm(a8, weight, out=mm)
-        step(ctypes.byref(args), t)
+        step(ref, t)
     return out.view(steps * batch, hidden), (tables.h_values[h],)

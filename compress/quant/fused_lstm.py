@@ -370,9 +370,10 @@ def _run_c(loop: FusedLSTMLoop, tables: _Tables, data: torch.Tensor, batch: int,
         ptr(tables.h_in), ptr(tables.h_values), ptr(c), ptr(h), ptr(out), ptr(codes), ptr(gates),
     )  # fmt: skip
     step, weight = ckernels.library().lstm_step, fc_h.int_mm.weight_t
+    ref = ctypes.byref(args)
     for t in order:
         torch._int_mm(a8, weight, out=mm)
-        step(ctypes.byref(args), t)
+        step(ref, t)
     return out.view(steps * batch, hidden), (tables.h_values[h], tables.c_values[c])
 
 

@@ -129,6 +129,19 @@ def _hooked(model: nn.Module, names: Iterable[str], fn: Callable[[str, Any], Non
     return [modules[n].register_forward_hook(lambda _m, _i, out, n=n: fn(n, out)) for n in names if n in modules]
 
 
+def _run_hooked(
+    model: nn.Module, names: Iterable[str], fn: Callable[[str, Any], None], run: Callable[[nn.Module], None]
+) -> None:
+    """``run(model)`` without gradients while ``fn(name, output)`` sees every call of the named modules."""
+    handles = _hooked(model, names, fn)
+    try:
+        with torch.no_grad():
+            run(model)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def capture_outputs(model: nn.Module, names: list[str], run: Callable[[nn.Module], None]) -> dict[str, list]:
     """Outputs (float tensors, detached) of each named module, one list entry per call, during ``run(model)``.
 
@@ -138,13 +151,7 @@ def capture_outputs(model: nn.Module, names: list[str], run: Callable[[nn.Module
         1
     """
     seen: dict[str, list] = {n: [] for n in names}
-    handles = _hooked(model, names, lambda n, out: seen[n].append([t.detach().clone() for t in _tensors(out)]))
-    try:
-        with torch.no_grad():
-            run(model)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, names, lambda n, out: seen[n].append([t.detach().clone() for t in _tensors(out)]), run)
     return seen
 
 
@@ -230,13 +237,7 @@ def sqnr_by_layer(
                 acc[1] += float(((ref64 - got64) ** 2).sum())
         acc[2] += 1
 
-    handles = _hooked(model, reference, compare)
-    try:
-        with torch.no_grad():
-            run(model)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, reference, compare, run)
     return {n: (_db(sig, noise) if calls else None, calls) for n, (sig, noise, calls) in sums.items()}
 
 
