@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import compress  # noqa: E402
-from compress.quant import ckernels  # noqa: E402
+from compress.quant.kernels import ckernels  # noqa: E402
 
 SECTION = "## Fused RNN loops"
 SETTINGS = {"mode": "asymmetric_signed", "per_channel_wts": True, "clip_acts": "avg"}

@@ -42,8 +42,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import compress  # noqa: E402
-import compress.quant.fused_lstm as fused_lstm  # noqa: E402
-from compress.quant import ckernels  # noqa: E402
+import compress.quant.fused.lstm as fused_lstm  # noqa: E402
+from compress.quant.kernels import ckernels  # noqa: E402
 from compress.registry import EVALUATORS, STATS_SOURCES  # noqa: E402
 from compress.stats import StatsContext  # noqa: E402
 

@@ -1,16 +1,13 @@
-"""Import every built-in component package so that their registrations run.
+"""Register every built-in component now (the shared registries also do it on their first lookup).
 
-Kept separate from ``compress/__init__.py`` so that ``import compress`` stays light; the CLI, the
-Python API and the tests import this module before looking anything up in a registry.
+Kept separate from ``compress/__init__.py`` so that ``import compress`` stays light. Importing it is the
+explicit form of what :func:`compress.registry.load_builtins` does.
 """
 
 from __future__ import annotations
 
-import compress.data  # noqa: F401
-import compress.evaluate  # noqa: F401
-import compress.models  # noqa: F401
-import compress.modules  # noqa: F401
-import compress.quant  # noqa: F401
-import compress.stats  # noqa: F401
+from compress.registry import load_builtins
+
+load_builtins()
 
 __all__: list[str] = []

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "QUANTIZERS",
     "EVALUATORS",
     "REGISTRIES",
+    "load_builtins",
 ]
 
 EMPTY_ARGS_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
@@ -48,12 +50,48 @@ class Entry:
     description: str = ""
 
 
-class Registry:
-    """Names -> components for one kind (models, datasets, quantizers, ...)."""
+# The packages whose import registers the built-in components. The shared registries import them on
+# their first lookup, so no stage has to import the spine (or know this list) to find a built-in.
+BUILTIN_PACKAGES = (
+    "compress.data",
+    "compress.evaluate",
+    "compress.models",
+    "compress.modules",
+    "compress.quant",
+    "compress.stats",
+)
+_builtins = {"loaded": False}
 
-    def __init__(self, kind: str) -> None:
+
+def load_builtins() -> None:
+    """Import the built-in component packages once (their imports register them).
+
+    Example:
+        >>> load_builtins(); "performance_rnn" in MODELS
+        True
+    """
+    if _builtins["loaded"]:
+        return
+    _builtins["loaded"] = True  # set first: the imports below register, and registering looks nothing up
+    for name in BUILTIN_PACKAGES:
+        importlib.import_module(name)
+
+
+class Registry:
+    """Names -> components for one kind (models, datasets, quantizers, ...).
+
+    ``builtins=True`` (the six shared registries) loads the built-in components on the first lookup.
+    """
+
+    def __init__(self, kind: str, *, builtins: bool = False) -> None:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        self._builtins = builtins
+
+    def _lookup(self) -> dict[str, Entry]:
+        if self._builtins:
+            load_builtins()
+        return self._entries
 
     def register(
         self, name: str, *, schema: dict[str, Any] | None = None, description: str = ""
@@ -75,7 +113,7 @@ class Registry:
 
     def get(self, name: str) -> Entry:
         """The entry for ``name``; an unknown name raises with the registered names."""
-        if name not in self._entries:
+        if name not in self._lookup():
             raise RegistryError(self.unknown_message(name))
         return self._entries[name]
 
@@ -86,16 +124,16 @@ class Registry:
         return f"Unknown {self.kind} '{name}'.{hint} Registered {self.kind}s: {known}."
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted(self._lookup())
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._lookup()
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries[n] for n in self.names())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._lookup())
 
 
 def suggest(name: str, candidates: list[str]) -> str:
@@ -109,12 +147,12 @@ def _first_doc_line(obj: Any) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
-MODELS = Registry("model")
-DATASETS = Registry("dataset")
-CONVERTERS = Registry("converter")
-STATS_SOURCES = Registry("stats source")
-QUANTIZERS = Registry("quantizer")
-EVALUATORS = Registry("evaluator")
+MODELS = Registry("model", builtins=True)
+DATASETS = Registry("dataset", builtins=True)
+CONVERTERS = Registry("converter", builtins=True)
+STATS_SOURCES = Registry("stats source", builtins=True)
+QUANTIZERS = Registry("quantizer", builtins=True)
+EVALUATORS = Registry("evaluator", builtins=True)
 
 REGISTRIES: dict[str, Registry] = {
     "models": MODELS,

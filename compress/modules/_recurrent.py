@@ -7,7 +7,7 @@ while every op is still a module that hooks and quantizer wrappers see.
 
 A cell may also carry ``fused_loop``, a callable ``(data, batch, initial, reverse=...) -> (outputs,
 final) | None`` that runs a whole equal-length sequence at once; quantizers attach one (see
-compress/quant/fused_lstm.py), and None from it means "run the steps".
+compress/quant/fused/lstm.py), and None from it means "run the steps".
 
 Unpadded and packed inputs share one code path: a sequence is a flat ``[N, features]`` tensor of
 time-major rows plus ``sizes``, the number of active sequences per time step (``PackedSequence``
@@ -319,7 +319,7 @@ def run_direction(
     """
     # The input projection of all time steps in one call: exact, and far cheaper than T small calls.
     fused = getattr(cell, "fused_loop", None)
-    if fused is not None and len(set(sizes)) == 1:  # a quantizer's loop on codes (compress/quant/fused_lstm.py)
+    if fused is not None and len(set(sizes)) == 1:  # a quantizer's loop on codes (compress/quant/fused/lstm.py)
         result = fused(data, sizes[0], initial, reverse=reverse)
         if result is not None:
             return result

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from compress.errors import QuantizationError
-from compress.quant.plan import LayerPlan, plan_leaves
+from compress.quant.config.plan import LayerPlan, plan_leaves
+from compress.quant.config.schema import CAST_SCHEMA
 from compress.quant.quantizer import run_records
 from compress.quant.records import FloatReference
-from compress.quant.schema import CAST_SCHEMA
 from compress.registry import QUANTIZERS
 
 __all__ = ["CastQuantizer"]

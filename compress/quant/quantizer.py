@@ -27,13 +27,13 @@ from typing import Any
 from torch import nn
 
 from compress.errors import QuantizationError
-from compress.quant.fused_lstm import attach_fused_loops
-from compress.quant.netaware import net_aware_clip, plain_copy
-from compress.quant.plan import LayerPlan, resolve_plan
+from compress.quant.config.netaware import net_aware_clip, plain_copy
+from compress.quant.config.plan import LayerPlan, resolve_plan
+from compress.quant.config.schema import POST_TRAIN_LINEAR_SCHEMA
+from compress.quant.config.settings import default_settings
+from compress.quant.fused.attach import attach_fused_loops
 from compress.quant.records import FloatReference, layer_rows, sqnr_by_layer
-from compress.quant.schema import POST_TRAIN_LINEAR_SCHEMA
-from compress.quant.settings import default_settings
-from compress.quant.wrappers import BuildContext, build_wrapper, is_wrapper
+from compress.quant.wrappers.factory import BuildContext, build_wrapper, is_wrapper
 from compress.registry import QUANTIZERS
 
 __all__ = ["PostTrainLinearQuantizer", "replace_module", "module_paths", "run_records"]
@@ -136,9 +136,9 @@ class PostTrainLinearQuantizer:
         clip_half_range: ReLU-like outputs.
         per_channel_wts: per-output-channel weight scales for Linear/Conv (embeddings: only via their rule).
         scale_approx_mult_bits: integer multiply-and-shift scales.
-        overrides: ordered rules ``[{match: regex, ...settings}]`` (see compress/quant/plan.py).
+        overrides: ordered rules ``[{match: regex, ...settings}]`` (see compress/quant/config/plan.py).
         allow_unmatched: accept rules that apply to no module.
-        net_aware_clip: clip ranges feeding sigmoid/tanh (see compress/quant/netaware.py).
+        net_aware_clip: clip ranges feeding sigmoid/tanh (see compress/quant/config/netaware.py).
         legacy_symmetric: the old tool's symmetric formula (reproduces the notebook's scales).
         missing_stats: ``error`` or ``warn`` (the layer is left float and the row says so).
         clip_percentile: percentile for ``percentile`` clipping.
@@ -197,7 +197,7 @@ class PostTrainLinearQuantizer:
         self.log: list[str] = []
 
     def resolve_plan(self) -> list[LayerPlan]:
-        """The per-layer plan (no stats needed, nothing touched); see compress/quant/plan.py.
+        """The per-layer plan (no stats needed, nothing touched); see compress/quant/config/plan.py.
 
         Example:
             >>> q = PostTrainLinearQuantizer(nn.Sequential(nn.Linear(2, 2)), overrides=[{"match": "0", "fp16": True}])

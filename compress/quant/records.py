@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.quant.plan import LayerPlan
+from compress.quant.config.plan import LayerPlan
 
 __all__ = [
     "ROW_KEYS",
@@ -68,7 +68,7 @@ def bits_text(plan: LayerPlan) -> str:
     """Bit widths as shown in reports: ``a8 w8 acc32``, ``a8``, ``w4``, ``fp16`` or ``-``.
 
     Example:
-        >>> from compress.quant.settings import default_settings
+        >>> from compress.quant.config.settings import default_settings
         >>> bits_text(LayerPlan("fc", "Linear", None, "", "linear", default_settings()))
         'a8 w8 acc32'
     """
@@ -85,7 +85,7 @@ def mode_text(plan: LayerPlan) -> str:
     """The mode(s) in use: ``activations/weights`` when they differ, one name otherwise, or ``""``.
 
     Example:
-        >>> from compress.quant.settings import default_settings
+        >>> from compress.quant.config.settings import default_settings
         >>> mode_text(LayerPlan("fc", "Linear", None, "", "linear", default_settings(mode={"weights": "asym_u"})))
         'symmetric/asymmetric_unsigned'
     """
@@ -101,7 +101,7 @@ def clip_text(plan: LayerPlan) -> str:
     """The activation clip mode with its parameter (``n_std(2)``, ``percentile(99.9)``, ``+half``).
 
     Example:
-        >>> from compress.quant.settings import default_settings
+        >>> from compress.quant.config.settings import default_settings
         >>> clip_text(LayerPlan("f", "Tanh", None, "", "fake", default_settings(clip_acts="n_std", clip_n_stds=2)))
         'n_std(2)'
     """
@@ -253,7 +253,7 @@ def layer_rows(
     """One report row per plan entry (keys :data:`ROW_KEYS`), reading scales from the wrappers in ``qmodel``.
 
     Example:
-        >>> from compress.quant.settings import default_settings
+        >>> from compress.quant.config.settings import default_settings
         >>> plan = LayerPlan("0", "Tanh", None, "", "none", default_settings())
         >>> layer_rows([plan], nn.Sequential(nn.Tanh()), {"0": (None, 0)})[0]["bits"]
         '-'

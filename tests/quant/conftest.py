@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compress.quant import ckernels
+from compress.quant.kernels import ckernels
 
 
 @pytest.fixture(params=["c", "torch"])

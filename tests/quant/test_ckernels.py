@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.quant import ckernels
+from compress.quant.kernels import ckernels
 
 
 @pytest.fixture

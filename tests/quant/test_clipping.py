@@ -7,7 +7,7 @@ import math
 import pytest
 
 from compress.errors import QuantizationError
-from compress.quant.clipping import (
+from compress.quant.numerics.clipping import (
     ClipMode,
     aciq_alpha,
     aciq_expected_mse,

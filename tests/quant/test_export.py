@@ -13,7 +13,7 @@ import compress
 from compress.errors import QuantizationError
 from compress.modules import convert_rnns
 from compress.quant import CastQuantizer, PostTrainLinearQuantizer, load_quantized, save_quantized
-from compress.quant.wrappers import FloatWrapper, is_wrapper
+from compress.quant.wrappers.factory import FloatWrapper, is_wrapper
 from tests.conftest import FIXTURES
 from tests.quant.quant_helpers import collect_stats
 

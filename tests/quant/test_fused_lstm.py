@@ -15,13 +15,15 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-import compress.quant.fused_gru as fused_gru
-import compress.quant.fused_lstm as fused_lstm
+import compress.quant.fused.gru as fused_gru
+import compress.quant.fused.lstm as fused_lstm
 from compress.modules import ModularGRU, ModularLSTM
 from compress.quant import PostTrainLinearQuantizer
-from compress.quant._base import Grid
-from compress.quant.fused_lstm import _act_table, attach_fused_loops, fused_lstm_blocker
-from compress.quant.wrappers import FakeQuantWrapper
+from compress.quant.fused.attach import attach_fused_loops
+from compress.quant.fused.common import _act_table
+from compress.quant.fused.lstm import fused_lstm_blocker
+from compress.quant.wrappers.base import Grid
+from compress.quant.wrappers.factory import FakeQuantWrapper
 from tests.quant.quant_helpers import collect_stats
 
 pytestmark = pytest.mark.usefixtures("kernels_backend")

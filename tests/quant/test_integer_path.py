@@ -16,11 +16,8 @@ from torch import nn
 from compress.modules import ModularLSTM
 from compress.modules.ops import EltwiseAdd, EltwiseMult
 from compress.quant import PostTrainLinearQuantizer
-from compress.quant._base import Grid
-from compress.quant.intkernels import int8_shift, plan_int_matmul, product_fits_int32
-from compress.quant.op_wrappers import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
-from compress.quant.param_wrappers import LinearQuantWrapper, quantize_weight
-from compress.quant.primitives import (
+from compress.quant.kernels.intmatmul import int8_shift, plan_int_matmul, product_fits_int32
+from compress.quant.numerics.primitives import (
     dequantize,
     fake_quantize,
     mode_qrange,
@@ -28,7 +25,10 @@ from compress.quant.primitives import (
     quantize_unclamped,
     scale_zero_point,
 )
-from compress.quant.wrappers import FakeQuantWrapper
+from compress.quant.wrappers.base import Grid
+from compress.quant.wrappers.factory import FakeQuantWrapper
+from compress.quant.wrappers.ops import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
+from compress.quant.wrappers.params import LinearQuantWrapper, quantize_weight
 from tests.quant.quant_helpers import collect_stats, converted_lm, tokens
 
 pytestmark = pytest.mark.usefixtures("kernels_backend")

@@ -8,8 +8,8 @@ from torch import nn
 
 from compress.errors import QuantizationError
 from compress.modules.ops import Concat, EltwiseAdd, EltwiseMult
-from compress.quant.plan import resolve_plan
-from compress.quant.settings import OVERRIDE_KEYS, default_settings
+from compress.quant.config.plan import resolve_plan
+from compress.quant.config.settings import OVERRIDE_KEYS, default_settings
 
 
 def _plan(model, overrides=(), allow_unmatched=False, **defaults):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from compress.errors import QuantizationError
-from compress.quant import primitives as P
+from compress.quant.numerics import primitives as P
 
 
 def test_integer_ranges_4_bits():

@@ -11,12 +11,12 @@ import pytest
 
 import compress.quant
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(compress.quant.__path__))
+MODULES = sorted(m.name for m in pkgutil.walk_packages(compress.quant.__path__, "compress.quant.") if not m.ispkg)
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name: str) -> None:
-    module = importlib.import_module(f"compress.quant.{name}")
+    module = importlib.import_module(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the missing_stats="warn" example warns on purpose
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -12,7 +12,7 @@ from quant_helpers import collect_stats, converted_lm, tokens
 from compress.errors import QuantizationError
 from compress.quant import PostTrainLinearQuantizer
 from compress.quant.records import ROW_KEYS
-from compress.quant.wrappers import is_wrapper
+from compress.quant.wrappers.factory import is_wrapper
 
 X = tokens()
 

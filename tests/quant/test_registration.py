@@ -11,7 +11,7 @@ from quant_helpers import converted_lm, tokens
 
 from compress.errors import QuantizationError
 from compress.quant import CastQuantizer, PostTrainLinearQuantizer
-from compress.quant.settings import OVERRIDE_KEYS
+from compress.quant.config.settings import OVERRIDE_KEYS
 from compress.registry import QUANTIZERS
 
 X = tokens()

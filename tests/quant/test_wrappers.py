@@ -17,8 +17,8 @@ from torch import nn
 from compress.errors import QuantizationError
 from compress.modules.ops import Concat, EltwiseAdd, EltwiseMult
 from compress.quant import PostTrainLinearQuantizer
-from compress.quant._base import Grid
-from compress.quant.wrappers import FakeQuantWrapper, FloatWrapper
+from compress.quant.wrappers.base import Grid
+from compress.quant.wrappers.factory import FakeQuantWrapper, FloatWrapper
 
 ACC32 = (-(2**31), 2**31 - 1)
 

@@ -34,7 +34,7 @@ The plan is resolved from ``model.named_modules()`` before any module is touched
 
 Example:
     >>> from torch import nn
-    >>> from compress.quant.settings import default_settings
+    >>> from compress.quant.config.settings import default_settings
     >>> model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
     >>> [(p.name, p.kind, p.rule) for p in resolve_plan(model, [{"match": "1", "none": True}], default_settings())]
     [('0', 'linear', None), ('1', 'none', 0)]
@@ -52,11 +52,11 @@ from torch import nn
 
 from compress.errors import QuantizationError
 from compress.modules.ops import Concat, EltwiseAdd, EltwiseMult
-from compress.quant.settings import check_layer_settings, normalize_rule_settings
+from compress.quant.config.settings import check_layer_settings, normalize_rule_settings
 
 __all__ = ["LayerPlan", "Rule", "parse_rules", "resolve_plan", "plan_leaves", "layer_kind", "KINDS"]
 
-#: Every kind of layer treatment (see compress/quant/wrappers.py).
+#: Every kind of layer treatment (see compress/quant/wrappers/factory.py).
 KINDS = ("linear", "weights_only", "embedding", "eltwise_add", "eltwise_mult", "concat", "fake", "float", "none")
 
 PARAM_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -85,7 +85,7 @@ class LayerPlan:
         rule: index of the winning override rule, or None (quantizer arguments only).
         rule_text: the winning rule as written (``"#1 .*eltwise.* fp16=True"``), or "".
         kind: one of :data:`KINDS`.
-        settings: the effective canonical settings (see compress/quant/settings.py).
+        settings: the effective canonical settings (see compress/quant/config/settings.py).
         note: why the kind is what it is, when that is not obvious.
     """
 
@@ -144,7 +144,7 @@ def layer_kind(module: nn.Module, settings: Mapping[str, Any]) -> tuple[str, str
     """The kind of wrapper for ``module`` under ``settings``, and a note explaining a non-obvious choice.
 
     Example:
-        >>> from compress.quant.settings import default_settings
+        >>> from compress.quant.config.settings import default_settings
         >>> layer_kind(nn.Linear(2, 2), default_settings(bits_parameters=None))
         ('fake', 'weights stay float: only the output is quantized')
     """
@@ -184,11 +184,11 @@ def resolve_plan(
     Args:
         model: the (converted) float model; it is only read.
         overrides: ordered rules ``{match: regex, ...settings}``.
-        defaults: canonical quantizer-level settings (:func:`compress.quant.settings.default_settings`).
+        defaults: canonical quantizer-level settings (:func:`compress.quant.config.settings.default_settings`).
         allow_unmatched: accept rules that never apply instead of raising.
 
     Example:
-        >>> from compress.quant.settings import default_settings
+        >>> from compress.quant.config.settings import default_settings
         >>> model = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
         >>> [p.kind for p in resolve_plan(model, [{"match": "0", "bf16": True}], default_settings())]
         ['float', 'fake']

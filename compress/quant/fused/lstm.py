@@ -24,25 +24,30 @@ element's position).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import math
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from compress.quant import ckernels
-from compress.quant._base import Grid, QuantWrapper
-from compress.quant.op_wrappers import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
-from compress.quant.param_wrappers import LinearQuantWrapper
-from compress.quant.wrappers import FakeQuantWrapper
+from compress.quant.fused.common import (
+    FusedLoop,
+    _act_table,
+    _c_usable,
+    _offset_codes,
+    _on_grid,
+    _pair_table,
+    _values,
+    fused_blocker,
+    hidden_product,
+)
+from compress.quant.kernels import ckernels
+from compress.quant.wrappers.base import QuantWrapper
+from compress.quant.wrappers.ops import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
+from compress.quant.wrappers.params import LinearQuantWrapper
 
-__all__ = ["FusedLSTMLoop", "fused_lstm_blocker", "attach_fused_loops"]
+__all__ = ["FusedLSTMLoop", "fused_lstm_blocker"]
 
-_MAX_CODES = 256  # table sizes grow with the square of the codes per grid: 8-bit grids at most
 _ACTS = ("act_i", "act_f", "act_g", "act_o", "act_h")
 _PAIRS = {
     "eltwiseadd_gate": EltwiseAddQuantWrapper,
@@ -51,11 +56,6 @@ _PAIRS = {
     "eltwiseadd_cell": EltwiseAddQuantWrapper,
     "eltwisemult_hidden": EltwiseMultQuantWrapper,
 }
-
-
-def _small_grid(wrapper: QuantWrapper, prefix: str) -> bool:
-    qmin, qmax = wrapper._qrange[prefix]
-    return wrapper._floats[prefix] is not None and qmax - qmin < _MAX_CODES
 
 
 def fused_lstm_blocker(cell: nn.Module) -> str:
@@ -67,69 +67,6 @@ def fused_lstm_blocker(cell: nn.Module) -> str:
         'fc_gate_x is Linear, not an integer linear wrapper'
     """
     return fused_blocker(cell, {name: (nn.Sigmoid, nn.Tanh) for name in _ACTS}, _PAIRS)
-
-
-def fused_blocker(cell: nn.Module, acts: dict[str, tuple[type, ...]], pairs: dict[str, type]) -> str:
-    """Why a modular cell cannot be fused ("" when it can): its two gate products must be int8 linear
-    wrappers, ``acts`` quantized element-wise modules of the given types, ``pairs`` two-input integer ops,
-    every grid per tensor with at most 256 codes.
-
-    Example:
-        >>> from compress.modules import ModularGRUCell
-        >>> fused_blocker(ModularGRUCell(2, 3), {}, {})
-        'fc_gate_x is Linear, not an integer linear wrapper'
-    """
-    for name in ("fc_gate_x", "fc_gate_h"):
-        fc = getattr(cell, name)
-        if not isinstance(fc, LinearQuantWrapper):
-            return f"{name} is {type(fc).__name__}, not an integer linear wrapper"
-        if not _small_grid(fc, "output"):
-            return f"{name}: output grid wider than {_MAX_CODES} codes or per channel"
-    if cell.fc_gate_h.integer_kernels == "off":
-        return "integer_kernels: off"
-    if cell.fc_gate_h.int_mm is None or not _small_grid(cell.fc_gate_h, "input"):
-        return "fc_gate_h does not run on the int8 kernel"
-    for name, types in acts.items():
-        act = getattr(cell, name)
-        if not isinstance(act, FakeQuantWrapper) or not isinstance(act.wrapped, types):
-            return f"{name} is {type(act).__name__}, not a quantized {'/'.join(t.__name__ for t in types)}"
-        if not _small_grid(act, "output"):
-            return f"{name}: output grid wider than {_MAX_CODES} codes"
-    for name, kind in pairs.items():
-        op = getattr(cell, name)
-        if type(op) is not kind or op.num_inputs != 2:
-            return f"{name} is {type(op).__name__}, not a quantized two-input op"
-        if not all(_small_grid(op, p) for p in ("input0", "input1", "output")):
-            return f"{name}: a grid wider than {_MAX_CODES} codes or per channel"
-    return ""
-
-
-def _values(grid: Grid, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The float value of every code of ``grid``, computed as the wrappers dequantize (float64, then ``dtype``)."""
-    codes = torch.arange(grid.qmin, grid.qmax + 1, dtype=torch.float64, device=device)
-    return codes.add_(grid.zero_point.to(device)).div_(grid.scale.to(device)).to(dtype)
-
-
-def _offset_codes(values: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """Codes minus ``qmin`` (int64) of dequantized ``values`` of ``grid``: the exact inverse of :func:`_values`."""
-    zp, scale = grid.zero_point.to(values.device), grid.scale.to(values.device)
-    codes = values.to(torch.float64).mul_(scale).sub_(zp).round_()
-    return codes.sub_(grid.qmin).to(torch.int64)
-
-
-def _pair_table(op: QuantWrapper, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Flat table ``[len(first) * len(second)]`` of ``op``'s output codes on every pair of input values."""
-    a = first[:, None].expand(len(first), len(second)).contiguous()
-    b = second[None, :].expand(len(first), len(second)).contiguous()
-    return _offset_codes(op(a, b), op.grid("output")).reshape(-1).to(torch.int32)
-
-
-def _act_table(act: FakeQuantWrapper, inputs: torch.Tensor) -> torch.Tensor | None:
-    """Output codes of ``act`` on every input value, or None when vector and scalar evaluation disagree."""
-    vector = _offset_codes(act(inputs), act.grid("output"))
-    doubled = torch.stack([inputs, inputs], 1).reshape(-1)
-    scalar = _offset_codes(act(doubled[::2]), act.grid("output"))  # a strided input takes the scalar loop
-    return vector if torch.equal(vector, scalar) else None
 
 
 class _Tables:
@@ -173,39 +110,12 @@ class _Tables:
         return self._goff
 
 
-class FusedLSTMLoop:
+class FusedLSTMLoop(FusedLoop):
     """Runs a quantized :class:`~compress.modules.ModularLSTMCell` over a sequence on codes (see module doc).
-
-    Attached by :func:`attach_fused_loops` as ``cell.fused_loop``; ``run_direction`` calls it and falls
-    back to the per-op loop when it returns None. Not a module: it adds no state and no names.
 
     Example:
         >>> # cell.fused_loop(data, batch, (h0, c0), reverse=False) -> (outputs, (h, c)) or None
     """
-
-    def __init__(self, cell: nn.Module) -> None:
-        self.cell = cell
-        self._tables: dict[tuple[torch.dtype, torch.device], _Tables] = {}
-        self._buffers: dict[tuple[str, int], torch.Tensor] = {}
-        # Listed once: walking the module tree on every call costs more than a whole step at batch 1.
-        self._watched = list(cell.modules())
-
-    def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """A reusable CPU scratch tensor (grown when needed): large fresh buffers cost a page fault per page.
-
-        One set per thread, so a model shared by several threads never shares scratch space.
-        """
-        numel, key = math.prod(shape), (name, threading.get_ident())
-        held = self._buffers.get(key)
-        if held is None or held.dtype != dtype or held.numel() < numel:
-            held = self._buffers[key] = torch.empty(numel, dtype=dtype)
-        return held[:numel].view(shape)
-
-    def tables(self, dtype: torch.dtype, device: torch.device) -> _Tables:
-        key = (dtype, device)
-        if key not in self._tables:
-            self._tables[key] = self._make_tables(dtype, device)
-        return self._tables[key]
 
     def _make_tables(self, dtype: torch.dtype, device: torch.device) -> Any:
         return _Tables(self.cell, dtype, device)
@@ -213,38 +123,6 @@ class FusedLSTMLoop:
     def _fused(self, tables: Any, data: torch.Tensor, batch: int, initial: tuple, reverse: bool) -> Any:
         result = _run_c(self, tables, data, batch, initial, reverse) if _c_usable(self.cell, data) else None
         return result or _run(self.cell, tables, data, batch, initial, reverse)
-
-    def _observed(self) -> bool:
-        """True when running the ops one by one could be seen from outside (hooks, saturation counting)."""
-        hooks = (nn.modules.module._global_forward_hooks, nn.modules.module._global_forward_pre_hooks)
-        if any(hooks):
-            return True
-        for module in self._watched:
-            if module._forward_hooks or module._forward_pre_hooks or getattr(module, "track_saturation", False):
-                return True
-        return False
-
-    def __call__(
-        self, data: torch.Tensor, batch: int, initial: tuple[torch.Tensor, ...], *, reverse: bool
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None:
-        """``([T * batch, H] outputs, (h, c))`` for time-major input rows ``data`` ``[T * batch, in]``
-        as the per-op loop computes them, or None to let it run."""
-        if self._observed() or (torch.is_grad_enabled() and data.requires_grad) or not data.is_floating_point():
-            return None
-        tables = self.tables(data.dtype, data.device)
-        if tables.unstable:
-            return None
-        try:
-            with _one_thread(data.device):
-                return self._fused(tables, data, batch, initial, reverse)
-        except RuntimeError:  # e.g. a device's _int_mm refusing a shape: the per-op path handles (and notes) it
-            return None
-
-
-def _on_grid(state: torch.Tensor, grid: Grid, values: torch.Tensor) -> torch.Tensor | None:
-    """Offset codes of a state tensor when every element is exactly a value of ``grid``, else None."""
-    codes = _offset_codes(state, grid).clamp_(0, len(values) - 1)
-    return codes.to(torch.int32) if torch.equal(values[codes], state) else None
 
 
 def _initial_codes(cell: nn.Module, tables: _Tables, first: torch.Tensor, initial: tuple[torch.Tensor, ...]):
@@ -258,16 +136,6 @@ def _initial_codes(cell: nn.Module, tables: _Tables, first: torch.Tensor, initia
         return h, c, False
     h_f, c_f = cell.step(cell.fc_gate_x(first), tuple(initial))
     return _offset_codes(h_f, h_grid).to(torch.int32), _offset_codes(c_f, c_grid).to(torch.int32), True
-
-
-def _hidden_product(fc: LinearQuantWrapper, a8: torch.Tensor, requant: Any) -> torch.Tensor:
-    """fc_gate_h's output codes (float64) from its int8 input codes: the wrapper's own operations."""
-    acc = fc.int_mm.accumulate(a8)
-    if fc._clamp_acc:
-        acc = acc.clamp_(*fc.accum)
-    if fc.half_range:
-        acc = acc.relu_()
-    return fc._requantize(acc, requant, -1, owned=True)
 
 
 def _gate_base(cell: nn.Module, tables: _Tables, data: torch.Tensor) -> torch.Tensor:
@@ -295,7 +163,7 @@ def _steps(
     """The time loop proper: the codes of every step's ``h`` go to ``out``; returns the last ``(h, c)`` codes."""
     batch, hidden = base.shape[1], base.shape[2] // 4
     for t in order:
-        q = _hidden_product(fc_h, tables.h_in.index_select(0, h.view(-1)).view(batch, hidden), requant)
+        q = hidden_product(fc_h, tables.h_in.index_select(0, h.view(-1)).view(batch, hidden), requant)
         gates = tables.gate.index_select(0, base[t].add_(q.to(torch.int32)).view(-1)).view(batch, 4 * hidden)
         i, f, g, o = gates.chunk(4, 1)
         forget = tables.mul_f.index_select(0, torch.add(c.view(batch, hidden), f, alpha=tables.n_c).view(-1))
@@ -304,20 +172,6 @@ def _steps(
         torch.index_select(tables.hidden, 0, torch.add(c.view(batch, hidden), o, alpha=tables.n_c).view(-1), out=out[t])
         h = out[t]
     return h, c
-
-
-@contextlib.contextmanager
-def _one_thread(device: torch.device) -> Iterator[None]:
-    """Run the loop on one CPU thread: its per-step ops are too small to split (2 threads: 2.4x slower, measured)."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cell: nn.Module, tables: _Tables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
@@ -338,12 +192,7 @@ def _run(cell: nn.Module, tables: _Tables, data: torch.Tensor, batch: int, initi
     return values, (h_last.view(batch, hidden), c_last.view(batch, hidden))
 
 
-def _c_usable(cell: nn.Module, data: torch.Tensor) -> bool:
-    """The C loop needs float32 CPU inputs and fc_gate_h's sum provably inside int32 (ckernels.c)."""
-    return data.dtype == torch.float32 and cell.fc_gate_h.int_mm.exact_int32 and ckernels.usable(cell.fc_gate_x, data)
-
-
-def _run_c(loop: FusedLSTMLoop, tables: _Tables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
+def _run_c(loop: FusedLoop, tables: _Tables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
     """:func:`_run` with fc_gate_x's codes as bytes and each step after its ``_int_mm`` in one C call."""
     cell = loop.cell
     fc_h, hidden = cell.fc_gate_h, cell.hidden_size
@@ -375,36 +224,3 @@ def _run_c(loop: FusedLSTMLoop, tables: _Tables, data: torch.Tensor, batch: int,
         torch._int_mm(a8, weight, out=mm)
         step(ref, t)
     return out.view(steps * batch, hidden), (tables.h_values[h], tables.c_values[c])
-
-
-def attach_fused_loops(model: nn.Module) -> dict[str, str]:
-    """Give every fully quantized modular LSTM/GRU cell of ``model`` its fused loop; returns ``{cell: why not}``.
-
-    Cells whose wrappers run with ``integer_kernels: off`` are left alone (the emulation is what was asked).
-
-    Example:
-        >>> from compress.modules import ModularLSTM
-        >>> attach_fused_loops(ModularLSTM(2, 3))
-        {'cells.0': 'fc_gate_x is Linear, not an integer linear wrapper'}
-    """
-    from compress.modules import ModularGRUCell, ModularLSTMCell
-    from compress.quant.fused_gru import FusedGRULoop, fused_gru_blocker
-
-    kinds = {ModularLSTMCell: (fused_lstm_blocker, FusedLSTMLoop), ModularGRUCell: (fused_gru_blocker, FusedGRULoop)}
-    blocked: dict[str, str] = {}
-    for name, module in model.named_modules():
-        if type(module) not in kinds:
-            continue
-        blocker, loop = kinds[type(module)]
-        why = blocker(module)
-        for child_name, child in module.named_children():  # the report's kernel column: how evaluation runs it
-            if isinstance(child, QuantWrapper):
-                child.fused_kernel = (
-                    None if why else "int_mm, fused loop" if "fc_gate" in child_name else "table, fused loop"
-                )
-        if why:
-            blocked[name] = why
-            module.__dict__.pop("fused_loop", None)
-            continue
-        module.fused_loop = loop(module)
-    return blocked

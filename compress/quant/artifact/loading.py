@@ -1,8 +1,8 @@
-"""Loading the deployable artifact written by :func:`compress.quant.export.save_quantized`.
+"""Loading the deployable artifact written by :func:`compress.quant.artifact.export.save_quantized`.
 
 The model is rebuilt from its registered factory (no checkpoint), the stored converters are applied,
 the float state is loaded and every wrapper is rebuilt from its stored codes and grids, so the loaded
-model computes the same bits as the saved one. See compress/quant/export.py for the file's layout.
+model computes the same bits as the saved one. See compress/quant/artifact/export.py for the file's layout.
 
 Example:
     >>> # model = load_quantized("runs/perf_rnn/int8_full.qpt"); model.score_batch(batch)
@@ -17,18 +17,19 @@ import torch
 from torch import nn
 
 from compress.errors import QuantizationError
-from compress.quant._base import Grid
-from compress.quant.fused_lstm import attach_fused_loops
-from compress.quant.op_wrappers import ConcatQuantWrapper, EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
-from compress.quant.param_wrappers import (
+from compress.quant.config.plan import LayerPlan
+from compress.quant.fused.attach import attach_fused_loops
+from compress.quant.quantizer import module_paths, replace_module
+from compress.quant.wrappers.base import Grid
+from compress.quant.wrappers.factory import FakeQuantWrapper, FloatWrapper
+from compress.quant.wrappers.ops import ConcatQuantWrapper, EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
+from compress.quant.wrappers.params import (
     EmbeddingQuantWrapper,
     LinearQuantWrapper,
     QuantizedWeight,
     WeightFakeQuantWrapper,
 )
-from compress.quant.plan import LayerPlan
-from compress.quant.quantizer import module_paths, replace_module
-from compress.quant.wrappers import FakeQuantWrapper, FloatWrapper
+from compress.registry import CONVERTERS, MODELS
 
 __all__ = ["FORMAT", "VERSION", "load_quantized", "fresh_model"]
 
@@ -46,9 +47,6 @@ def fresh_model(name: str, args: dict[str, Any], converters: list[dict[str, Any]
         >>> type(fresh_model("performance_rnn", {"hidden_dim": 4, "num_layers": 1}, []).gru).__name__
         'LSTM'
     """
-    import compress.components  # noqa: F401  (registers the built-in models and converters)
-    from compress.registry import CONVERTERS, MODELS
-
     model = MODELS.get(name).obj(checkpoint=None, **args)
     for conv in converters:
         model, _ = CONVERTERS.get(conv["name"]).obj(model, **dict(conv.get("args") or {}))

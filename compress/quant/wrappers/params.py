@@ -15,7 +15,7 @@ Integer Linear/Conv (``accum`` = ``s_x * s_w``, the accumulator's scale)::
     y     = (y_q + zp_out) / s_out                       # back to the input's float dtype
 
 The product ``x_int @ int_weight.T`` runs as a real int8 x int8 -> int32 ``torch._int_mm`` with
-zero-point corrections whenever that is exact (compress/quant/intkernels.py; ``kernel`` in the
+zero-point corrections whenever that is exact (compress/quant/kernels/intmatmul.py; ``kernel`` in the
 per-layer report), else as the float64 product of integers; both give the same bits. Everything
 that does not depend on the input (int8 weight codes, column sums, requantization factor) is
 computed when the wrapper is built.
@@ -31,10 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import QuantizationError
-from compress.quant import ckernels
-from compress.quant._base import CHUNK_ELEMENTS, Grid, QuantWrapper, summarize
-from compress.quant.intkernels import conv_columns, conv_supported, plan_int_matmul
-from compress.quant.primitives import (
+from compress.quant.kernels import ckernels
+from compress.quant.kernels.intmatmul import conv_columns, conv_supported, plan_int_matmul
+from compress.quant.numerics.primitives import (
     accum_range,
     approx_scale,
     exact_product_bound,
@@ -42,6 +41,7 @@ from compress.quant.primitives import (
     quantize,
     scale_zero_point,
 )
+from compress.quant.wrappers.base import CHUNK_ELEMENTS, Grid, QuantWrapper, summarize
 
 __all__ = [
     "QuantizedWeight",
@@ -154,7 +154,7 @@ class LinearQuantWrapper(_WeightedWrapper):
     """Integer ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d``, exact (see module doc).
 
     The product runs as a real int8 x int8 -> int32 ``torch._int_mm`` (``kernel == "int_mm"``, see
-    compress/quant/intkernels.py) when the codes fit int8 and the int32 accumulator cannot overflow,
+    compress/quant/kernels/intmatmul.py) when the codes fit int8 and the int32 accumulator cannot overflow,
     else as the exact float64 emulation (``kernel == "emulated"``); both give the same bits.
 
     Args:
@@ -170,7 +170,7 @@ class LinearQuantWrapper(_WeightedWrapper):
         bias_int: the integer bias when it is known already (a loaded artifact); else it is quantized now.
 
     Example:
-        >>> from compress.quant._base import Grid
+        >>> from compress.quant.wrappers.base import Grid
         >>> fc = nn.Linear(2, 1)
         >>> g = Grid(torch.tensor(10.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), -128, 127)
         >>> w = LinearQuantWrapper(fc, quantize_weight(fc.weight, 8, "symmetric", False), g, g, 32, None)
@@ -311,7 +311,7 @@ class LinearQuantWrapper(_WeightedWrapper):
         in cache; the codes are never dequantized.
 
         Example:
-            >>> from compress.quant._base import Grid
+            >>> from compress.quant.wrappers.base import Grid
             >>> g = Grid(torch.tensor(10.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), -128, 127)
             >>> fc = nn.Linear(1, 1, bias=False); _ = fc.weight.data.fill_(0.5)
             >>> w = LinearQuantWrapper(fc, quantize_weight(fc.weight, 8, "symmetric", False), g, g, 32, None)

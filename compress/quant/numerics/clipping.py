@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from compress.errors import QuantizationError
-from compress.quant.primitives import QuantMode, mode_qrange, parse_mode, scale_zero_point
+from compress.quant.numerics.primitives import QuantMode, mode_qrange, parse_mode, scale_zero_point
 
 __all__ = [
     "ClipMode",

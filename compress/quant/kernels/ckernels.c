@@ -1,4 +1,4 @@
-/* Fused CPU kernels of compress's integer path (compiled on first use by compress/quant/ckernels.py).
+/* Fused CPU kernels of compress's integer path (compiled on first use by compress/quant/kernels/ckernels.py).
  *
  * Every function does, element by element and in the same order, the float64 operations that the
  * PyTorch code of the wrappers does one tensor pass at a time: int -> double conversions, one
@@ -88,7 +88,7 @@ void quantize_i8(const float *restrict x, int64_t count, double scale, double zp
     }
 }
 
-/* One step of the fused LSTM loop (compress/quant/fused_lstm.py) after fc_gate_h's _int_mm. */
+/* One step of the fused LSTM loop (compress/quant/fused/lstm.py) after fc_gate_h's _int_mm. */
 typedef struct {
     Requant rq;  /* fc_gate_h: mm [B, 4H], a8 [B, H] (overwritten with the next step's inputs) */
     int64_t B, H, n_h, n_c, n_g, n_mi;
@@ -133,7 +133,7 @@ void lstm_step(const LstmStep *p, int64_t t) {
     }
 }
 
-/* One step of the fused GRU loop (compress/quant/fused_gru.py) after fc_gate_h's _int_mm. Column blocks of
+/* One step of the fused GRU loop (compress/quant/fused/gru.py) after fc_gate_h's _int_mm. Column blocks of
  * fc_gate_x / fc_gate_h: reset r, update z, new n. */
 typedef struct {
     Requant rq;             /* fc_gate_h: mm [B, 3H], a8 [B, H] (overwritten with the next step's inputs) */

@@ -11,15 +11,15 @@ key                content
 ``weights``        per quantized weight (shared ones once): codes shifted into int8 (int16/int32 for
                    wider codes) plus that ``shift``, the float64 scale and the zero point
 ``layers``         per wrapper: its class, resolved plan row (settings), grids (scale, zero point,
-                   code range, clip range), integer bias, accumulator width, ... (compress/quant/wrappers.py)
+                   code range, clip range), integer bias, accumulator width, ... (compress/quant/wrappers/factory.py)
 ``float_state``    parameters and buffers of everything that is not quantized (float layers, biases
                    of weight-only layers), named as in the unwrapped model
 =================  =====================================================================================
 
 Tensors of one dtype share one storage (one record in the file instead of one per tensor).
-:func:`load_quantized` (compress/quant/loading.py) rebuilds the model from the registry, applies the converters,
-loads the float state and rebuilds every wrapper from the stored codes and grids (no statistics), so the loaded model
-computes the same bits as the one saved. The float weights kept inside a loaded wrapper (``.wrapped``)
+:func:`load_quantized` (compress/quant/artifact/loading.py) rebuilds the model from the registry, applies the
+converters, loads the float state and rebuilds every wrapper from the stored codes and grids (no statistics), so
+the loaded model computes the same bits as the one saved. The float weights kept inside a loaded wrapper (``.wrapped``)
 are the dequantized ones.
 
 Example:
@@ -39,11 +39,11 @@ from torch import nn
 
 from compress.errors import QuantizationError
 from compress.fileio import atomic_torch_save
-from compress.quant._base import Grid, QuantWrapper
-from compress.quant.intkernels import int8_shift
-from compress.quant.loading import FORMAT, OPS, VERSION, WEIGHTED, fresh_model, load_quantized
-from compress.quant.param_wrappers import LinearQuantWrapper, QuantizedWeight
-from compress.quant.wrappers import FloatWrapper, is_wrapper
+from compress.quant.artifact.loading import FORMAT, OPS, VERSION, WEIGHTED, fresh_model, load_quantized
+from compress.quant.kernels.intmatmul import int8_shift
+from compress.quant.wrappers.base import Grid, QuantWrapper
+from compress.quant.wrappers.factory import FloatWrapper, is_wrapper
+from compress.quant.wrappers.params import LinearQuantWrapper, QuantizedWeight
 
 __all__ = ["FORMAT", "VERSION", "save_quantized", "load_quantized", "detect_converters"]
 

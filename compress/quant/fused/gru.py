@@ -1,4 +1,4 @@
-"""The fused integer time loop of a quantized GRU layer (the GRU counterpart of fused_lstm.py).
+"""The fused integer time loop of a quantized GRU layer (the GRU counterpart of compress/quant/fused/lstm.py).
 
 A fully quantized :class:`~compress.modules.ModularGRUCell` step, on codes of grids of at most 256
 codes, is one int8 product (``fc_gate_h``) and then six table lookups per hidden unit::
@@ -10,7 +10,7 @@ codes, is one int8 product (``fc_gate_h``) and then six table lookups per hidden
 
 Every table is filled by the op's own wrapper on every code pair, so the loop gives the per-op
 path's bits (tests/quant/test_fused_lstm.py runs both cell types). Declining, threads, buffers
-and the C kernel follow compress/quant/fused_lstm.py.
+and the C kernel follow compress/quant/fused/lstm.py.
 """
 
 from __future__ import annotations
@@ -22,19 +22,19 @@ import torch
 from torch import nn
 
 from compress.modules.ops import OneMinus
-from compress.quant import ckernels
-from compress.quant.fused_lstm import (
-    FusedLSTMLoop,
+from compress.quant.fused.common import (
+    FusedLoop,
     _act_table,
     _c_usable,
-    _hidden_product,
     _offset_codes,
     _on_grid,
     _pair_table,
     _values,
     fused_blocker,
+    hidden_product,
 )
-from compress.quant.op_wrappers import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
+from compress.quant.kernels import ckernels
+from compress.quant.wrappers.ops import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
 
 __all__ = ["FusedGRULoop", "fused_gru_blocker"]
 
@@ -101,7 +101,7 @@ class _GruTables:
         self.bytes = {k: getattr(self, k).to(torch.uint8) for k in names}  # for the C kernel
 
 
-class FusedGRULoop(FusedLSTMLoop):
+class FusedGRULoop(FusedLoop):
     """Runs a quantized :class:`~compress.modules.ModularGRUCell` over a sequence on codes (see module doc).
 
     Example:
@@ -142,7 +142,7 @@ def _run(cell: nn.Module, tables: _GruTables, data: torch.Tensor, batch: int, in
         order = order[1:]
     requant = fc_h.requant_scale if fc_h._requant is None else fc_h._requant
     for t in order:
-        q = _hidden_product(fc_h, tables.h_in.index_select(0, h.view(-1)).view(batch, hidden), requant)
+        q = hidden_product(fc_h, tables.h_in.index_select(0, h.view(-1)).view(batch, hidden), requant)
         q = q.to(torch.int32).sub_(h_qmin)
         rz = tables.rz.index_select(0, base_rz[t].add_(q[:, : 2 * hidden]).view(-1)).view(batch, 2 * hidden)
         r, z = rz[:, :hidden], rz[:, hidden:]
@@ -156,7 +156,7 @@ def _run(cell: nn.Module, tables: _GruTables, data: torch.Tensor, batch: int, in
     return values, (tables.h_values.index_select(0, h.reshape(-1)).view(batch, hidden),)
 
 
-def _run_c(loop: FusedLSTMLoop, tables: _GruTables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
+def _run_c(loop: FusedLoop, tables: _GruTables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
     """:func:`_run` with fc_gate_x's codes as bytes and each step after its ``_int_mm`` in one C call."""
     cell = loop.cell
     fc_h, hidden = cell.fc_gate_h, cell.hidden_size

@@ -24,7 +24,7 @@ as ``.wrapped`` (a stats collector can skip its children). Integer values are ca
 exact for every integer up to 2^53, so the results are identical on CPU and CUDA (no float32
 accumulation, TF32 never applies to float64). Wrappers have no training-specific behaviour.
 Products of integers (``linear``, ``eltwise_mult``) run as real integer kernels where that is
-exact (quantizer argument ``integer_kernels``, see compress/quant/intkernels.py): same bits.
+exact (quantizer argument ``integer_kernels``, see compress/quant/kernels/intmatmul.py): same bits.
 """
 
 from __future__ import annotations
@@ -38,16 +38,16 @@ import torch
 from torch import nn
 
 from compress.errors import QuantizationError
-from compress.quant._base import Grid, QuantWrapper, activation_grid, input_records, output_record
-from compress.quant.op_wrappers import ConcatQuantWrapper, EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
-from compress.quant.param_wrappers import (
+from compress.quant.config.plan import LayerPlan
+from compress.quant.wrappers.base import Grid, QuantWrapper, activation_grid, input_records, output_record
+from compress.quant.wrappers.ops import ConcatQuantWrapper, EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
+from compress.quant.wrappers.params import (
     EmbeddingQuantWrapper,
     LinearQuantWrapper,
     QuantizedWeight,
     WeightFakeQuantWrapper,
     quantize_weight,
 )
-from compress.quant.plan import LayerPlan
 
 __all__ = [
     "QuantWrapper",
@@ -249,8 +249,8 @@ def build_wrapper(
         ctx: shared build state (tied weights, legacy formula).
 
     Example:
-        >>> from compress.quant.plan import resolve_plan
-        >>> from compress.quant.settings import default_settings
+        >>> from compress.quant.config.plan import resolve_plan
+        >>> from compress.quant.config.settings import default_settings
         >>> model = nn.Sequential(nn.Sigmoid())
         >>> (plan,) = resolve_plan(model, [], default_settings())
         >>> build_wrapper(model[0], plan, {"output": {"min": 0.0, "max": 1.0}}, BuildContext())

@@ -32,8 +32,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from compress.errors import QuantizationError
-from compress.quant.clipping import parse_clip_mode
-from compress.quant.primitives import MAX_BITS, MAX_EXACT_BITS, MIN_BITS, parse_mode
+from compress.quant.numerics.clipping import parse_clip_mode
+from compress.quant.numerics.primitives import MAX_BITS, MAX_EXACT_BITS, MIN_BITS, parse_mode
 
 __all__ = [
     "OVERRIDE_KEYS",

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 
 from compress.errors import QuantizationError
-from compress.quant._base import Grid, QuantWrapper
-from compress.quant.intkernels import int_product, product_fits_int32
-from compress.quant.primitives import accum_range, approx_scale
+from compress.quant.kernels.intmatmul import int_product, product_fits_int32
+from compress.quant.numerics.primitives import accum_range, approx_scale
+from compress.quant.wrappers.base import Grid, QuantWrapper
 
 __all__ = ["EltwiseAddQuantWrapper", "EltwiseMultQuantWrapper", "ConcatQuantWrapper"]
 

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from compress.errors import QuantizationError
-from compress.quant.clipping import clip_range
-from compress.quant.primitives import _along, approx_scale, mode_qrange, quantize, scale_zero_point
+from compress.quant.numerics.clipping import clip_range
+from compress.quant.numerics.primitives import _along, approx_scale, mode_qrange, quantize, scale_zero_point
 
 __all__ = ["Grid", "activation_grid", "input_records", "output_record", "QuantWrapper", "summarize", "CHUNK_ELEMENTS"]
 
@@ -41,7 +41,7 @@ def activation_grid(
     """The activation grid of one tensor from its stats record and the layer's settings.
 
     Example:
-        >>> from compress.quant.settings import default_settings
+        >>> from compress.quant.config.settings import default_settings
         >>> g = activation_grid({"min": -2.0, "max": 10.0}, default_settings(mode="asymmetric_unsigned"), "x", False)
         >>> float(g.scale), float(g.zero_point), g.qmin, g.qmax, g.clip
         (21.25, -42.0, 0, 255, (-2.0, 10.0))
@@ -164,7 +164,7 @@ class QuantWrapper(nn.Module):
     def _codes(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
         """Codes ``clamp(round(scale * x - zp))`` of ``x`` on grid ``prefix`` (integer-valued float64).
 
-        The same float64 operations in the same order as :func:`~compress.quant.primitives.quantize`,
+        The same float64 operations in the same order as :func:`~compress.quant.numerics.primitives.quantize`,
         done in place on one fresh tensor.
         """
         consts = self._floats[prefix]
@@ -193,7 +193,7 @@ class QuantWrapper(nn.Module):
         """Requantize ``value * requant`` onto the output grid (counting clamped values) and dequantize.
 
         Same float64 operations as ``quantize_unclamped`` -> clamp -> ``dequantize``; the division
-        stays by the (device) scale tensor, as in :func:`~compress.quant.primitives.dequantize`.
+        stays by the (device) scale tensor, as in :func:`~compress.quant.numerics.primitives.dequantize`.
         ``owned``: ``value`` is the caller's float64 temporary and may be overwritten (no copy is made).
         """
         return self._dequantize_output(self._requantize(value, requant, axis, owned), dtype)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from compress.quant.clipping import ClipMode
-from compress.quant.primitives import MAX_BITS, MAX_EXACT_BITS, MIN_BITS, QuantMode
+from compress.quant.numerics.clipping import ClipMode
+from compress.quant.numerics.primitives import MAX_BITS, MAX_EXACT_BITS, MIN_BITS, QuantMode
 
 __all__ = ["POST_TRAIN_LINEAR_SCHEMA", "CAST_SCHEMA", "OVERRIDE_SCHEMA"]
 

@@ -1,0 +1,1 @@
+"""Configuration: per-layer settings, the quantizers' argument schemas, the plan and net-aware clipping."""
