@@ -1,4 +1,4 @@
-"""Command line: ``python -m compress SCHEDULE [--plan] [--out DIR] [--quiet] [--debug]``.
+"""Command line: ``python -m compress SCHEDULE [--plan] [--out DIR] [--quiet] [--debug]``, or ``--kernels``.
 
 User errors print one paragraph to stderr and exit with code 2; ``--debug`` adds the traceback.
 
@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--schema", action="store_true", help="print the composed JSON schema of schedules and exit")
     p.add_argument(
+        "--kernels",
+        action="store_true",
+        help="print this CPU, its ISA flags and the integer backend chosen per shape class (probed at --threads), "
+        "and exit",
+    )
+    p.add_argument(
         "--list",
         nargs="?",
         const="all",
@@ -80,6 +86,17 @@ def _list(kind: str) -> str:
             lines.append(f"{name}:")
             lines += [f"  {e.name:<22} {e.description}" for e in reg]
     return "\n".join(lines)
+
+
+def _kernels(threads: int) -> str:
+    import torch
+
+    from compress.quant.kernels.dispatch import describe
+
+    if threads < 1:
+        raise CompressError(f"--threads must be at least 1, got {threads}.")
+    torch.set_num_threads(threads)
+    return describe()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -131,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.list:
             print(_list(args.list))
+            return 0
+        if args.kernels:
+            print(_kernels(args.threads))
             return 0
         if not args.schedule:
             _parser().print_usage(sys.stderr)

@@ -32,6 +32,7 @@ from compress.quant.config.plan import LayerPlan, resolve_plan
 from compress.quant.config.schema import POST_TRAIN_LINEAR_SCHEMA
 from compress.quant.config.settings import default_settings
 from compress.quant.fused.attach import attach_fused_loops
+from compress.quant.kernels.dispatch import check_mode
 from compress.quant.records import FloatReference, layer_rows, sqnr_by_layer
 from compress.quant.wrappers.factory import BuildContext, build_wrapper, is_wrapper
 from compress.registry import QUANTIZERS
@@ -142,9 +143,11 @@ class PostTrainLinearQuantizer:
         legacy_symmetric: the old tool's symmetric formula (reproduces the notebook's scales).
         missing_stats: ``error`` or ``warn`` (the layer is left float and the row says so).
         clip_percentile: percentile for ``percentile`` clipping.
-        integer_kernels: ``auto`` runs products as real integer kernels (``torch._int_mm`` int8 x int8 ->
-            int32, int32 element-wise products) wherever that is exact, ``off`` always emulates in float64;
-            the outputs are the same bits either way (the per-layer row's ``kernel`` says which ran).
+        integer_kernels: ``auto`` runs products as real integer kernels (exact int8 x int8 -> int32 products on
+            the backend measured fastest on this CPU, int32 element-wise products) wherever that is exact;
+            ``int_mm``, ``fp32`` or ``c`` forces one int8 backend; ``off`` always emulates in float64. The
+            outputs are the same bits either way (the per-layer row's ``kernel`` says which ran; see
+            compress/quant/kernels/dispatch.py, and ``COMPRESS_INTEGER_KERNELS`` overrides it).
 
     Example:
         >>> q = PostTrainLinearQuantizer(nn.Sequential(nn.Linear(2, 2)), mode="ASYMMETRIC_SIGNED")
@@ -175,9 +178,7 @@ class PostTrainLinearQuantizer:
     ) -> None:
         if missing_stats not in ("error", "warn"):
             raise QuantizationError(f"missing_stats must be 'error' or 'warn', got {missing_stats!r}.")
-        if integer_kernels not in ("auto", "off"):
-            raise QuantizationError(f"integer_kernels must be 'auto' or 'off', got {integer_kernels!r}.")
-        self.integer_kernels = integer_kernels
+        self.integer_kernels = check_mode(integer_kernels)
         self.model, self.stats = model, stats
         self.defaults = default_settings(
             bits_activations=bits_activations,

@@ -57,7 +57,7 @@ def test_int8_full_lstm_round_trip_is_bit_exact(tmp_path: Path) -> None:
     assert size == (tmp_path / "int8.qpt").stat().st_size
     names = {n: type(m).__name__ for n, m in loaded.named_modules()}
     assert names["gru.cells.1.fc_gate_h"] == "LinearQuantWrapper" and names["gru"] == "ModularLSTM"
-    assert loaded.gru.cells[0].fc_gate_x.kernel == "int_mm"
+    assert loaded.gru.cells[0].fc_gate_x.kernel == "int8"
     assert all(hasattr(cell, "fused_loop") for cell in loaded.gru.cells)  # the loaded model runs the fused loop
     assert loaded.gru.cells[0].fc_gate_x.layer_plan.settings["mode_weights"] == "asymmetric_signed"
 
@@ -106,7 +106,7 @@ def test_mixed_plan_round_trip(tmp_path: Path) -> None:
     assert obj["weights"]["gru.cells.1.fc_gate_h"]["codes"].dtype == torch.int16
     assert "inithid_fc.bias" in obj["float_state"]  # weight-only layer: float bias kept
     assert obj["float_state"]["output_fc.weight"].dtype == torch.float32
-    assert load_quantized(tmp_path / "mixed.qpt", integer_kernels="auto").gru.cells[0].fc_gate_x.kernel == "int_mm"
+    assert load_quantized(tmp_path / "mixed.qpt", integer_kernels="auto").gru.cells[0].fc_gate_x.kernel == "int8"
 
 
 def test_tied_word_lm_round_trip(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ and every test also checks that the fused loop really ran (a silent fall-back wo
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 
 import pytest
@@ -22,11 +23,12 @@ from compress.quant import PostTrainLinearQuantizer
 from compress.quant.fused.attach import attach_fused_loops
 from compress.quant.fused.common import _act_table
 from compress.quant.fused.lstm import fused_lstm_blocker
+from compress.quant.kernels import dispatch
 from compress.quant.wrappers.base import Grid
 from compress.quant.wrappers.factory import FakeQuantWrapper
 from tests.quant.quant_helpers import collect_stats
 
-pytestmark = pytest.mark.usefixtures("kernels_backend")
+pytestmark = pytest.mark.usefixtures("int_backend")
 
 MODES = ["symmetric", "symmetric_restricted", "asymmetric_signed", "asymmetric_unsigned"]
 
@@ -179,7 +181,10 @@ def test_cells_that_cannot_fuse_say_why() -> None:
 def test_report_rows_name_the_fused_kernels() -> None:
     on, _ = quantized_pair(Core(seed=9), mode="symmetric")
     cell = on.rnn.cells[0]
-    assert cell.fc_gate_h.describe()["kernel"] == "int_mm, fused loop"
+    assert cell.fc_gate_h.describe()["kernel"] == "int8, fused loop"  # no product has run yet
+    with torch.no_grad():
+        on(sequences(4, 3))
+    assert cell.fc_gate_h.describe()["kernel"] == f"{os.environ[dispatch.ENV]}, fused loop"
     assert cell.act_f.describe()["kernel"] == "table, fused loop"
     assert cell.eltwisemult_hidden.describe()["kernel"] == "table, fused loop"
 

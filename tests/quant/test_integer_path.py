@@ -1,13 +1,16 @@
-"""Integer kernels (torch._int_mm, int32 products) give the same bits as the float64 emulation.
+"""Integer kernels (int8 products on every backend, int32 products) give the same bits as the float64 emulation.
 
 Every test builds the same wrapper twice, ``integer_kernels="auto"`` and ``"off"``, checks which kernel
 each one chose (so a silent fall-back to emulation fails the test) and compares the float outputs
-with ``torch.equal``.
+with ``torch.equal``. The whole module runs once per int8 backend (``int_backend``: ``int_mm``, ``fp32``,
+``c``, each forced) and with and without the C kernels around them (both in ``int_backend``), and
+``assert_same`` checks that the forced backend is the one that ran.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ from torch import nn
 from compress.modules import ModularLSTM
 from compress.modules.ops import EltwiseAdd, EltwiseMult
 from compress.quant import PostTrainLinearQuantizer
+from compress.quant.kernels import dispatch
 from compress.quant.kernels.intmatmul import int8_shift, plan_int_matmul, product_fits_int32
 from compress.quant.numerics.primitives import (
     dequantize,
@@ -29,9 +33,10 @@ from compress.quant.wrappers.base import Grid
 from compress.quant.wrappers.factory import FakeQuantWrapper
 from compress.quant.wrappers.ops import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
 from compress.quant.wrappers.params import LinearQuantWrapper, quantize_weight
+from tests.quant.conftest import used_backends
 from tests.quant.quant_helpers import collect_stats, converted_lm, tokens
 
-pytestmark = pytest.mark.usefixtures("kernels_backend")
+pytestmark = pytest.mark.usefixtures("int_backend")
 
 MODES = ["symmetric", "symmetric_restricted", "asymmetric_signed", "asymmetric_unsigned"]
 
@@ -72,6 +77,8 @@ def assert_same(on: nn.Module, off: nn.Module, *xs: torch.Tensor) -> torch.Tenso
         a, b = on(*xs), off(*xs)
     assert a.dtype == b.dtype and a.shape == b.shape
     assert torch.equal(a, b), f"max |diff| {float((a - b).abs().max())}"
+    forced = os.environ.get(dispatch.ENV)
+    assert used_backends(on) <= {forced}, f"forced {forced}, ran {used_backends(on)}"
     return a
 
 
@@ -81,7 +88,7 @@ def assert_same(on: nn.Module, off: nn.Module, *xs: torch.Tensor) -> torch.Tenso
 def test_linear_int_mm_equals_emulation(mode: str, per_channel: bool, bits: int) -> None:
     fc = seeded_linear(37, 29, seed=bits)
     on, off = linear_pair(fc, bits, bits, mode, mode, per_channel)
-    assert (on.kernel, off.kernel) == ("int_mm", "emulated")
+    assert (on.kernel, off.kernel) == ("int8", "emulated")
     out = assert_same(on, off, inputs((6, 37), seed=bits))
     assert out.unique().numel() >= min(2**bits - 1, 8)  # not a degenerate, nearly constant output
 
@@ -89,7 +96,7 @@ def test_linear_int_mm_equals_emulation(mode: str, per_channel: bool, bits: int)
 @pytest.mark.parametrize(("mode_a", "mode_w"), list(itertools.permutations(MODES, 2)))
 def test_mixed_activation_and_weight_modes(mode_a: str, mode_w: str) -> None:
     on, off = linear_pair(seeded_linear(19, 11, seed=3), 8, 8, mode_a, mode_w, per_channel=True)
-    assert on.kernel == "int_mm"
+    assert on.kernel == "int8"
     assert_same(on, off, inputs((4, 19), seed=4))
 
 
@@ -100,7 +107,7 @@ def test_mixed_activation_and_weight_modes(mode_a: str, mode_w: str) -> None:
 @pytest.mark.parametrize("mode", ["symmetric", "asymmetric_unsigned"])
 def test_odd_and_wide_shapes(k: int, n: int, rows: int, mode: str) -> None:
     on, off = linear_pair(seeded_linear(k, n, seed=k + n), 8, 8, mode, mode, per_channel=True)
-    assert on.kernel == "int_mm"
+    assert on.kernel == "int8"
     assert_same(on, off, inputs((rows, k), seed=rows))
 
 
@@ -171,7 +178,7 @@ def test_conv_int_mm_equals_emulation(mode: str, conv) -> None:
     torch.manual_seed(0)
     module = conv()
     on, off = linear_pair(module, 8, 8, mode, mode, per_channel=True)
-    assert on.kernel == "int_mm"
+    assert on.kernel == "int8"
     shape = (2, module.in_channels, 9) if isinstance(module, nn.Conv1d) else (2, module.in_channels, 7, 6)
     assert_same(on, off, inputs(shape, seed=1))
     assert_same(on, off, inputs(shape[1:], seed=2))  # unbatched
@@ -189,9 +196,9 @@ def test_refused_int_mm_falls_back_to_emulation(monkeypatch: pytest.MonkeyPatch)
     def refuse(*_args, **_kwargs):
         raise RuntimeError("_int_mm: shape not supported")
 
-    monkeypatch.setattr(torch, "_int_mm", refuse)
+    monkeypatch.setattr(on.int_mm, "product_for", refuse)
     assert_same(on, off, inputs((2, 8), seed=0))
-    assert "refused" in on.note and on.kernel == "int_mm"
+    assert "refused" in on.note and on.kernel == "int8"
 
 
 def mult_pair(grids: list[Grid], bits_accum: int = 32) -> tuple[EltwiseMultQuantWrapper, EltwiseMultQuantWrapper]:
@@ -246,8 +253,9 @@ def test_quantizer_switch_and_report_field() -> None:
     on, off = q_on.prepare_model().eval(), q_off.prepare_model().eval()
     assert_same(on, off, x)
     rows = {r["module"]: r for r in q_on.layer_records(lambda m: m(x))}
-    assert rows["decoder"]["kernel"] == "int_mm"
-    assert rows["rnn.cells.1.fc_gate_h"]["kernel"] == "int_mm, fused loop"  # the LSTM runs the fused loop
+    forced = os.environ[dispatch.ENV]
+    assert rows["decoder"]["kernel"] == forced
+    assert rows["rnn.cells.1.fc_gate_h"]["kernel"] == f"{forced}, fused loop"  # the LSTM runs the fused loop
     assert rows["rnn.cells.0.eltwisemult_hidden"]["kernel"] == "table, fused loop"
     assert rows["rnn.cells.0.act_i"]["kernel"] == "table, fused loop"
     assert on.rnn.cells[0].eltwisemult_hidden.kernel == "int32"  # what runs when the loop steps aside

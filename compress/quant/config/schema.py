@@ -117,9 +117,12 @@ POST_TRAIN_LINEAR_SCHEMA: dict[str, Any] = {
         },
         "integer_kernels": {
             "type": "string",
-            "enum": ["auto", "off"],
+            "enum": ["auto", "int_mm", "fp32", "c", "off"],
             "description": "auto (default): products run as real int8/int32 integer kernels wherever that is "
-            "exact (same bits as the emulation); off: always the float64 emulation.",
+            "exact (same bits as the emulation), each int8 product on the backend measured fastest on this CPU; "
+            "int_mm / fp32 / c: force that int8 backend (torch._int_mm; a chunked float32 GEMM, exact; the C "
+            "16-bit multiply-add kernel); off: always the float64 emulation. The COMPRESS_INTEGER_KERNELS "
+            "environment variable overrides it.",
         },
     },
     "additionalProperties": False,

@@ -37,9 +37,7 @@ def attach_fused_loops(model: nn.Module) -> dict[str, str]:
         why = blocker(module)
         for child_name, child in module.named_children():  # the report's kernel column: how evaluation runs it
             if isinstance(child, QuantWrapper):
-                child.fused_kernel = (
-                    None if why else "int_mm, fused loop" if "fc_gate" in child_name else "table, fused loop"
-                )
+                child.fused_kernel = None if why else "fused loop" if "fc_gate" in child_name else "table, fused loop"
         if why:
             blocked[name] = why
             module.__dict__.pop("fused_loop", None)

@@ -157,7 +157,7 @@ def _run(cell: nn.Module, tables: _GruTables, data: torch.Tensor, batch: int, in
 
 
 def _run_c(loop: FusedLoop, tables: _GruTables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
-    """:func:`_run` with fc_gate_x's codes as bytes and each step after its ``_int_mm`` in one C call."""
+    """:func:`_run` with fc_gate_x's codes as bytes and each step after its int8 product in one C call."""
     cell = loop.cell
     fc_h, hidden = cell.fc_gate_h, cell.hidden_size
     steps = data.shape[0] // batch
@@ -184,9 +184,9 @@ def _run_c(loop: FusedLoop, tables: _GruTables, data: torch.Tensor, batch: int, 
         ptr(u8["keep_new"]), ptr(u8["keep_old"]), ptr(u8["hid"]), ptr(tables.h_in), ptr(tables.h_values), ptr(h),
         ptr(out), ptr(codes),
     )  # fmt: skip
-    step, weight = ckernels.library().gru_step, fc_h.int_mm.weight_t
+    step, product = ckernels.library().gru_step, fc_h.int_mm.product_for(batch, a8.device)
     ref = ctypes.byref(args)
     for t in order:
-        torch._int_mm(a8, weight, out=mm)
+        product(a8, mm)
         step(ref, t)
     return out.view(steps * batch, hidden), (tables.h_values[h],)

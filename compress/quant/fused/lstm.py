@@ -6,7 +6,7 @@ function of one or two such codes. Such a function is exactly a table: built onc
 op's own wrapper on every code (pair), it returns the wrapper's output code bit for bit. So a step is
 
     a8    = HIN[h]                              # fc_gate_h's int8 input codes
-    q     = requant(_int_mm(a8, W) + corrections)   # fc_gate_h's output codes (the wrapper's float64 ops)
+    q     = requant(int8_product(a8, W) + corr)     # fc_gate_h's output codes (the wrapper's float64 ops)
     gates = GATE[x_t, q]                        # eltwiseadd_gate followed by act_i/f/g/o, all four at once
     c     = CELL[MULF[f, c], MULI[i, g]]        # forget and input products, then their sum
     h     = HID[o, c]                           # act_h followed by eltwisemult_hidden
@@ -193,7 +193,7 @@ def _run(cell: nn.Module, tables: _Tables, data: torch.Tensor, batch: int, initi
 
 
 def _run_c(loop: FusedLoop, tables: _Tables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
-    """:func:`_run` with fc_gate_x's codes as bytes and each step after its ``_int_mm`` in one C call."""
+    """:func:`_run` with fc_gate_x's codes as bytes and each step after its int8 product in one C call."""
     cell = loop.cell
     fc_h, hidden = cell.fc_gate_h, cell.hidden_size
     steps = data.shape[0] // batch
@@ -218,9 +218,9 @@ def _run_c(loop: FusedLoop, tables: _Tables, data: torch.Tensor, batch: int, ini
         ptr(x), ptr(goff), ptr(u8["gate"]), ptr(u8["mul_f"]), ptr(u8["mul_i"]), ptr(u8["cell"]), ptr(u8["hidden"]),
         ptr(tables.h_in), ptr(tables.h_values), ptr(c), ptr(h), ptr(out), ptr(codes), ptr(gates),
     )  # fmt: skip
-    step, weight = ckernels.library().lstm_step, fc_h.int_mm.weight_t
+    step, product = ckernels.library().lstm_step, fc_h.int_mm.product_for(batch, a8.device)
     ref = ctypes.byref(args)
     for t in order:
-        torch._int_mm(a8, weight, out=mm)
+        product(a8, mm)
         step(ref, t)
     return out.view(steps * batch, hidden), (tables.h_values[h], tables.c_values[c])

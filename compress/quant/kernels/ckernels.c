@@ -178,3 +178,137 @@ void gru_step(const GruStep *p, int64_t t) {
         }
     }
 }
+
+/* ---- The exact int8 product of the `c` backend (compress/quant/kernels/backends.py) -------------------
+ * out[m, n] = sum_k a[m, k] * b[n, k] in int32. The codes are widened to int16 and multiplied pairwise into
+ * int32 (vpmaddwd, or vpdpwssd with VNNI): |a|, |b| <= 128 makes each pair at most 2^15 in magnitude, so no
+ * step saturates, and the caller has proved that the whole sum fits int32 (so no partial sum wraps).
+ * Weights are packed once: panels of 8 output columns, each [Kp / 2][8][2] int16 (Kp = K rounded up to
+ * even, zero padded; columns past N are zero). */
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+void pack_s8_weights(const int8_t *b, int64_t N, int64_t K, int16_t *out) {
+    const int64_t Kp = (K + 1) & ~(int64_t)1, panels = (N + 7) / 8;
+    for (int64_t p = 0; p < panels; p++)
+        for (int64_t kk = 0; kk < Kp / 2; kk++)
+            for (int64_t j = 0; j < 8; j++)
+                for (int64_t t = 0; t < 2; t++) {
+                    const int64_t n = p * 8 + j, k = 2 * kk + t;
+                    out[((p * (Kp / 2) + kk) * 8 + j) * 2 + t] = (n < N && k < K) ? b[n * K + k] : 0;
+                }
+}
+
+static void widen_rows(const int8_t *a, int64_t M, int64_t K, int64_t Kp, int16_t *a16) {
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t k = 0; k < K; k++) a16[m * Kp + k] = a[m * K + k];
+        if (Kp > K) a16[m * Kp + K] = 0;
+    }
+}
+
+#if defined(__AVX2__)
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define MADD_ACC(acc, x, y) _mm256_dpwssd_epi32((acc), (x), (y))
+#elif defined(__AVXVNNI__)
+#define MADD_ACC(acc, x, y) _mm256_dpwssd_avx_epi32((acc), (x), (y))
+#else
+#define MADD_ACC(acc, x, y) _mm256_add_epi32((acc), _mm256_madd_epi16((x), (y)))
+#endif
+
+/* R rows x P panels (8 columns each) of the output, over the whole reduction. R and P are compile-time
+ * constants at every call, so the accumulators stay in registers (R * P <= 8). */
+static inline __attribute__((always_inline)) void block(const int16_t *a16, int64_t Kp, const int16_t *bp,
+                                                        int64_t m0, int64_t p0, int64_t M, int64_t N, int R, int P,
+                                                        int32_t *out) {
+    __m256i acc[4][8];
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < P; q++) acc[r][q] = _mm256_setzero_si256();
+    const int64_t half = Kp / 2;
+    for (int64_t kk = 0; kk < half; kk++) {
+        __m256i w[8];
+        for (int q = 0; q < P; q++) w[q] = _mm256_loadu_si256((const __m256i *)(bp + ((p0 + q) * half + kk) * 16));
+        for (int r = 0; r < R; r++) {
+            int32_t pair;
+            __builtin_memcpy(&pair, a16 + (m0 + r) * Kp + 2 * kk, 4);
+            const __m256i x = _mm256_set1_epi32(pair);
+            for (int q = 0; q < P; q++) acc[r][q] = MADD_ACC(acc[r][q], x, w[q]);
+        }
+    }
+    for (int r = 0; r < R && m0 + r < M; r++)
+        for (int q = 0; q < P; q++) {
+            const int64_t n0 = (p0 + q) * 8;
+            int32_t *o = out + (m0 + r) * N + n0;
+            if (n0 + 8 <= N) {
+                _mm256_storeu_si256((__m256i *)o, acc[r][q]);
+            } else if (n0 < N) {
+                int32_t tmp[8];
+                _mm256_storeu_si256((__m256i *)tmp, acc[r][q]);
+                for (int64_t j = 0; j < N - n0; j++) o[j] = tmp[j];
+            }
+        }
+}
+
+static void gemm_vector(const int16_t *a16, int64_t M, int64_t Kp, const int16_t *bp, int64_t N, int32_t *out) {
+    const int64_t panels = (N + 7) / 8;
+    /* Column blocks of about 128 KB of packed weights, swept by every row: a block stays in L2 while all
+     * rows pass (a wide layer such as a 200 -> 8000 decoder would otherwise stream its weights per row). */
+    int64_t cols = (131072 / (16 * Kp)) & ~(int64_t)1;
+    cols = cols < 2 ? 2 : cols;
+    for (int64_t c0 = 0; c0 < panels; c0 += cols) {
+        const int64_t c1 = c0 + cols < panels ? c0 + cols : panels;
+        int64_t m = 0;
+        for (; m + 4 <= M; m += 4) { /* 4 rows x 16 columns: 8 accumulators, each panel read once per 4 rows */
+            int64_t p = c0;
+            for (; p + 2 <= c1; p += 2) block(a16, Kp, bp, m, p, M, N, 4, 2, out);
+            for (; p < c1; p++) block(a16, Kp, bp, m, p, M, N, 4, 1, out);
+        }
+        for (; m < M; m++) { /* single rows (batch-1 generation): 64 columns at once hide the madd latency */
+            int64_t p = c0;
+            for (; p + 8 <= c1; p += 8) block(a16, Kp, bp, m, p, M, N, 1, 8, out);
+            for (; p < c1; p++) block(a16, Kp, bp, m, p, M, N, 1, 1, out);
+        }
+    }
+}
+#endif
+
+static void gemm_scalar(const int16_t *a16, int64_t M, int64_t Kp, const int16_t *bp, int64_t N, int32_t *out) {
+    const int64_t half = Kp / 2;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            const int16_t *panel = bp + (n / 8) * half * 16 + (n % 8) * 2;
+            int32_t s = 0;
+            for (int64_t kk = 0; kk < half; kk++)
+                s += (int32_t)a16[m * Kp + 2 * kk] * panel[kk * 16] + (int32_t)a16[m * Kp + 2 * kk + 1] * panel[kk * 16 + 1];
+            out[m * N + n] = s;
+        }
+}
+
+/* a [M, K] int8, bp packed by pack_s8_weights, a16 scratch [M, Kp] int16, out [M, N] int32. */
+void gemm_s8s32(const int8_t *a, int64_t M, int64_t K, const int16_t *bp, int64_t N, int64_t Kp, int16_t *a16,
+                int32_t *out) {
+    widen_rows(a, M, K, Kp, a16);
+#if defined(__AVX2__)
+    gemm_vector(a16, M, Kp, bp, N, out);
+#else
+    gemm_scalar(a16, M, Kp, bp, N, out);
+#endif
+}
+
+/* The scalar loop, whatever the build's ISA: the tests compare it with the vector one. */
+void gemm_s8s32_scalar(const int8_t *a, int64_t M, int64_t K, const int16_t *bp, int64_t N, int64_t Kp, int16_t *a16,
+                       int32_t *out) {
+    widen_rows(a, M, K, Kp, a16);
+    gemm_scalar(a16, M, Kp, bp, N, out);
+}
+
+/* Which vector path this build has: 0 scalar, 1 AVX2 vpmaddwd, 2 VNNI vpdpwssd. */
+int gemm_s8s32_isa(void) {
+#if defined(__AVX2__) && ((defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__))
+    return 2;
+#elif defined(__AVX2__)
+    return 1;
+#else
+    return 0;
+#endif
+}

@@ -44,13 +44,24 @@ __all__ = [
     "GruStep",
     "requant_args",
     "ptr",
+    "PackedWeights",
+    "pack_s8_weights",
 ]
 
 SOURCE = Path(__file__).with_name("ckernels.c")
 # No FMA contraction and no fast-math: every float64 operation must round exactly as PyTorch's does.
 # (-fno-trapping-math / -fno-math-errno only drop FP-exception and errno bookkeeping, so that nearbyint
 # and the clamps vectorize; they change no result.)
-FLAGS = ["-O3", "-march=native", "-fno-fast-math", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno"]
+# COMPRESS_CKERNELS_MARCH (default native) lets a benchmark build for an older ISA, e.g. x86-64-v3 (AVX2).
+_MARCH = os.environ.get("COMPRESS_CKERNELS_MARCH", "native")
+FLAGS = [
+    "-O3",
+    f"-march={_MARCH}",
+    "-fno-fast-math",
+    "-ffp-contract=off",
+    "-fno-trapping-math",
+    "-fno-math-errno",
+]
 FLAGS += ["-fPIC", "-shared"]
 _state: dict[str, Any] = {}
 # Output elements per chunk of a linear layer: the chunk's int32 products and int8 inputs stay in a core's L2
@@ -147,10 +158,35 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.requant_codes_u8.argtypes = [p, p, p]
     lib.quantize_i8.argtypes = [p, i64, f64, f64, f64, f64, i32, p]
     lib.lstm_step.argtypes = [p, i64]
+    lib.pack_s8_weights.argtypes = [p, i64, i64, p]
+    lib.gemm_s8s32.argtypes = [p, i64, i64, p, i64, i64, p, p]
+    lib.gemm_s8s32_scalar.argtypes = lib.gemm_s8s32.argtypes
+    lib.gemm_s8s32_isa.restype = ctypes.c_int
     lib.gru_step.argtypes = [p, i64]
     fns = (lib.requant_values_f32, lib.requant_affine_i32, lib.requant_codes_u8, lib.quantize_i8, lib.lstm_step)
-    for fn in (*fns, lib.gru_step):
+    for fn in (*fns, lib.gru_step, lib.pack_s8_weights, lib.gemm_s8s32, lib.gemm_s8s32_scalar):
         fn.restype = None
+
+
+class PackedWeights:
+    """int8 weight codes ``[N, K]`` packed for ``gemm_s8s32``: int16 panels of 8 columns, K padded to even."""
+
+    def __init__(self, b: torch.Tensor) -> None:
+        self.n, self.k = b.shape
+        self.k_padded = self.k + self.k % 2
+        self.data = torch.empty(((self.n + 7) // 8) * 8 * self.k_padded, dtype=torch.int16)
+        library().pack_s8_weights(b.contiguous().data_ptr(), self.n, self.k, self.data.data_ptr())
+
+
+def pack_s8_weights(b: torch.Tensor) -> PackedWeights:
+    """``b`` (int8 ``[N, K]``, CPU) packed for the C product (needs :func:`library`).
+
+    Example:
+        >>> lib = library()
+        >>> lib is None or pack_s8_weights(torch.ones(3, 5, dtype=torch.int8)).data.numel() == 8 * 6
+        True
+    """
+    return PackedWeights(b)
 
 
 def ptr(t: torch.Tensor | None) -> int | None:
@@ -249,9 +285,10 @@ def linear_byte_codes(fc: Any, x: torch.Tensor, out: torch.Tensor) -> bool:
 
 
 def _rows(fc: Any, x: torch.Tensor, emit: Any, out: torch.Tensor) -> bool:
-    """Quantize ``x`` (C), ``_int_mm``, then ``emit(requant_args, out_ptr, scratch_ptr)`` (C), by row chunks.
+    """Quantize ``x`` (C), the int8 product (its dispatched backend), then ``emit(requant_args, out_ptr,
+    scratch_ptr)`` (C), by row chunks.
 
-    False when ``_int_mm`` refuses the shape: the wrapper then notes it and emulates such calls.
+    False when the product refuses the shape: the wrapper then notes it and emulates such calls.
     """
     mm, lib = fc.int_mm, library()
     flat = x.reshape(-1, x.shape[-1]).contiguous()
@@ -269,7 +306,7 @@ def _rows(fc: Any, x: torch.Tensor, emit: Any, out: torch.Tensor) -> bool:
         part, m = flat[i : i + step], min(step, rows - i)
         lib.quantize_i8(part.data_ptr(), m * k, scale, zp, qmin, qmax, mm.x_shift, a8.data_ptr())
         try:
-            torch._int_mm(a8[:m], mm.weight_t, out=acc[:m])
+            mm.product_for(m, a8.device)(a8[:m], acc[:m])
         except RuntimeError as err:
             fc._refuse(x, err)
             return False

@@ -11,6 +11,8 @@ e.g. 8-bit unsigned codes in [0, 255]), so with ``c_x = s_x + zp_x`` and ``c_w[n
 
 Every term is an integer far below 2^53, so adding them in float64 is exact in any order: the
 result is bit for bit the emulation's (float64 ``F.linear`` of integers, exact by its own bound).
+The int8 product itself runs on one of several exact backends (backends.py), chosen per CPU and
+shape class by dispatch.py.
 :func:`plan_int_matmul` only picks the int8 kernel when the codes fit int8 and no int32 partial
 sum can overflow (``max|a| * max_n sum_k |b[n, k]| <= 2^31 - 1``); otherwise the layer stays emulated.
 
@@ -27,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.quant.kernels import backends, dispatch
+
 __all__ = [
     "INT32_MAX",
     "int8_shift",
@@ -39,9 +43,6 @@ __all__ = [
 ]
 
 INT32_MAX = 2**31 - 1
-# Rows per torch._int_mm call: one call on ~10^4 rows was measured ~3.5x slower than the same rows in
-# chunks of 256..2048 on the project's CPU (the int32 output then stays in cache).
-_MM_ROWS = 1024
 
 
 def int8_shift(qmin: int, qmax: int) -> int | None:
@@ -66,11 +67,19 @@ class IntMatmul(nn.Module):
     Tensors are non-persistent buffers: they move with ``.to(device)`` and stay out of the state dict.
     """
 
-    def __init__(self, b: torch.Tensor, c_w: torch.Tensor, x_shift: int, c_x: float, bias: torch.Tensor | None):
+    def __init__(
+        self,
+        b: torch.Tensor,
+        c_w: torch.Tensor,
+        x_shift: int,
+        c_x: float,
+        bias: torch.Tensor | None,
+        mode: str = "auto",
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = b.shape[1], b.shape[0]
-        self.x_shift, self.c_x = x_shift, c_x
-        self.register_buffer("weight_t", _kn_operand(b.to(torch.int8)), persistent=False)
+        self.x_shift, self.c_x, self.mode = x_shift, c_x, mode
+        self.register_buffer("codes", b.to(torch.int8).contiguous(), persistent=False)
         col_sums = b.to(torch.float64).sum(1)
         const = c_x * col_sums + self.in_features * c_x * c_w + (0.0 if bias is None else bias.to(torch.float64))
         any_cw = bool((c_w != 0).any())
@@ -82,6 +91,22 @@ class IntMatmul(nn.Module):
         self.exact_int32 = mm_bound + corr_bound <= INT32_MAX
         self.register_buffer("c_w32", _as_int32(self.c_w) if self.exact_int32 else None, persistent=False)
         self.register_buffer("const32", _as_int32(self.const) if self.exact_int32 else None, persistent=False)
+        self._products: dict[tuple[str, str], backends.Product] = {}
+        self.used: dict[str, int] = {}  # backend -> calls (the report's kernel column)
+
+    def product_for(self, rows: int, device: torch.device) -> backends.Product:
+        """The exact int8 product ``(a8 [rows, K], out [rows, N] int32) -> out`` that runs here (see dispatch.py)."""
+        name = dispatch.choose(self.mode, device, rows)
+        key = (name, str(device))
+        if key not in self._products:
+            self._products[key] = backends.prepare(name, self.codes, 128)
+        self.used[name] = self.used.get(name, 0) + 1
+        return self._products[key]
+
+    def int_product(self, a8: torch.Tensor) -> torch.Tensor:
+        """``[M, N]`` int32 ``a8 @ codes.T`` (no corrections), on the backend chosen for M rows."""
+        out = torch.empty(a8.shape[0], self.out_features, dtype=torch.int32, device=a8.device)
+        return self.product_for(a8.shape[0], a8.device)(a8, out)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         """``[M, N]`` float64 exact integer accumulators from ``[M, K]`` shifted codes ``a`` (float64)."""
@@ -92,13 +117,7 @@ class IntMatmul(nn.Module):
 
         int32 when every term provably fits (``exact_int32``), else float64 (exact below 2^53).
         """
-        rows = a8.shape[0]
-        if rows <= _MM_ROWS:
-            mm = torch._int_mm(a8, self.weight_t)
-        else:
-            mm = torch.empty(rows, self.out_features, dtype=torch.int32, device=a8.device)
-            for i in range(0, rows, _MM_ROWS):
-                torch._int_mm(a8[i : i + _MM_ROWS], self.weight_t, out=mm[i : i + _MM_ROWS])
+        mm = self.int_product(a8)
         if self.exact_int32:
             return self._corrected(mm, a8, torch.int32, self.c_w32, self.const32)
         # Fewest passes over [M, N]: the corrections are built in float64 and the int32 product is added
@@ -117,24 +136,16 @@ class IntMatmul(nn.Module):
         return mm if dtype == torch.int32 else mm.to(dtype)
 
     def extra_repr(self) -> str:
-        return f"int8 {self.in_features} -> {self.out_features}, x_shift={self.x_shift}, c_x={self.c_x:g}"
+        return f"int8 {self.in_features} -> {self.out_features}, x_shift={self.x_shift}, c_x={self.c_x:g}, {self.mode}"
+
+    def kernel_name(self) -> str:
+        """The backends that ran, most used first (``int8`` before the first call): the report's kernel column."""
+        ran = sorted(self.used, key=lambda name: -self.used[name])
+        return "+".join(ran) if ran else "int8"
 
 
 def _as_int32(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.to(torch.int32)
-
-
-def _kn_operand(b: torch.Tensor) -> torch.Tensor:
-    """The ``[K, N]`` right operand of ``_int_mm`` for int8 codes ``b`` ``[N, K]``.
-
-    A transposed view of the contiguous ``[N, K]`` codes is read at least as fast as a ``[K, N]`` copy
-    (4x faster for one row). For K == 1 that view has strides (1, 1), which the CPU ``_int_mm`` of
-    torch 2.13 reads wrongly (measured), so K == 1 gets an explicitly row-major ``[1, N]`` tensor.
-    """
-    k, n = b.shape[1], b.shape[0]
-    if k == 1:
-        return torch.empty_strided((k, n), (n, 1), dtype=b.dtype, device=b.device).copy_(b.t())
-    return b.contiguous().t()
 
 
 def plan_int_matmul(
@@ -144,6 +155,7 @@ def plan_int_matmul(
     w_range: tuple[int, int] | None,
     x_zero_point: float,
     bias: torch.Tensor | None,
+    mode: str = "auto",
 ) -> tuple[IntMatmul | None, str]:
     """The int8 kernel for a weight ``w_int = q_w + zp_w`` (``[N, ...]``), or None and why it cannot run.
 
@@ -154,6 +166,7 @@ def plan_int_matmul(
         w_range: the weight's code range (None: taken from the codes themselves).
         x_zero_point: the input grid's zero point (an integer).
         bias: integer bias per output channel (added into the constant), or None.
+        mode: ``auto`` or a backend name (dispatch.py): how the int8 product is computed.
 
     Example:
         >>> plan_int_matmul(torch.ones(2, 3, dtype=torch.int32), torch.tensor(0.0), (0, 65535), None, 0.0, None)[1]
@@ -174,7 +187,7 @@ def plan_int_matmul(
     if worst > INT32_MAX:
         return None, f"int32 accumulator could overflow (bound {worst} > 2^31-1)"
     c_w = (zp_w.reshape(-1) + w_shift).expand(b.shape[0]).clone()
-    return IntMatmul(b, c_w, x_shift, float(x_shift + x_zero_point), bias), ""
+    return IntMatmul(b, c_w, x_shift, float(x_shift + x_zero_point), bias, mode), ""
 
 
 def conv_supported(conv: nn.Module) -> str:

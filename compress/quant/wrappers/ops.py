@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from compress.errors import QuantizationError
+from compress.quant.kernels.dispatch import check_mode, requested_mode
 from compress.quant.kernels.intmatmul import int_product, product_fits_int32
 from compress.quant.numerics.primitives import accum_range, approx_scale
 from compress.quant.wrappers.base import Grid, QuantWrapper
@@ -48,9 +49,7 @@ class _OpWrapper(QuantWrapper):
         integer_kernels: str = "auto",
     ) -> None:
         super().__init__(wrapped, self.KIND, note)
-        if integer_kernels not in ("auto", "off"):
-            raise QuantizationError(f"integer_kernels must be 'auto' or 'off', got {integer_kernels!r}.")
-        self.mult_bits, self.bits_accum, self.integer_kernels = mult_bits, bits_accum, integer_kernels
+        self.mult_bits, self.bits_accum, self.integer_kernels = mult_bits, bits_accum, check_mode(integer_kernels)
         for i, grid in enumerate(input_grids):
             self._set_grid(f"input{i}", grid)
         self._set_grid("output", output_grid)
@@ -165,8 +164,9 @@ class EltwiseMultQuantWrapper(_OpWrapper):
         self.register_buffer("requant_scale", approx_scale(output_grid.scale / accum_scale, mult_bits))
         self._requant = float(self.requant_scale) if self.requant_scale.dim() == 0 else None
         fits = product_fits_int32([int(b) for b in self._bounds], self.accum)
-        self.kernel = "int32" if integer_kernels == "auto" and fits else "emulated"
-        if integer_kernels == "auto" and not fits:
+        integer = requested_mode(integer_kernels) != "off"
+        self.kernel = "int32" if integer and fits else "emulated"
+        if integer and not fits:
             self.note = "; ".join(n for n in (self.note, "kernel emulated: int32 product could overflow") if n)
         partial = [math.prod(self._bounds[: k + 1]) for k in range(len(self._bounds))]
         self._clamp_products = max(partial) > self._acc_max

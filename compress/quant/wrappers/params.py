@@ -14,9 +14,10 @@ Integer Linear/Conv (``accum`` = ``s_x * s_w``, the accumulator's scale)::
     y_q   = clamp(round(acc * s_out / (s_x * s_w) - zp_out))   # output grid from output stats
     y     = (y_q + zp_out) / s_out                       # back to the input's float dtype
 
-The product ``x_int @ int_weight.T`` runs as a real int8 x int8 -> int32 ``torch._int_mm`` with
-zero-point corrections whenever that is exact (compress/quant/kernels/intmatmul.py; ``kernel`` in the
-per-layer report), else as the float64 product of integers; both give the same bits. Everything
+The product ``x_int @ int_weight.T`` runs as a real int8 x int8 -> int32 product with zero-point
+corrections whenever that is exact (compress/quant/kernels/intmatmul.py; the product's backend is
+chosen per CPU and shape by compress/quant/kernels/dispatch.py and named in the per-layer report's
+``kernel``), else as the float64 product of integers; all give the same bits. Everything
 that does not depend on the input (int8 weight codes, column sums, requantization factor) is
 computed when the wrapper is built.
 """
@@ -32,6 +33,7 @@ from torch import nn
 
 from compress.errors import QuantizationError
 from compress.quant.kernels import ckernels
+from compress.quant.kernels.dispatch import check_mode, requested_mode
 from compress.quant.kernels.intmatmul import conv_columns, conv_supported, plan_int_matmul
 from compress.quant.numerics.primitives import (
     accum_range,
@@ -153,9 +155,9 @@ class _WeightedWrapper(QuantWrapper):
 class LinearQuantWrapper(_WeightedWrapper):
     """Integer ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d``, exact (see module doc).
 
-    The product runs as a real int8 x int8 -> int32 ``torch._int_mm`` (``kernel == "int_mm"``, see
-    compress/quant/kernels/intmatmul.py) when the codes fit int8 and the int32 accumulator cannot overflow,
-    else as the exact float64 emulation (``kernel == "emulated"``); both give the same bits.
+    The product runs as a real int8 x int8 -> int32 product (``kernel == "int8"``; the report names the
+    backends that ran, see compress/quant/kernels/) when the codes fit int8 and the int32 accumulator cannot
+    overflow, else as the exact float64 emulation (``kernel == "emulated"``); both give the same bits.
 
     Args:
         wrapped: the float module (kept as ``.wrapped``, never modified).
@@ -166,7 +168,8 @@ class LinearQuantWrapper(_WeightedWrapper):
         mult_bits: multiply-and-shift approximation of the scales (None: exact scales).
         half_range: ReLU-like output (negative accumulators zeroed).
         note: shown in the per-layer report.
-        integer_kernels: ``auto`` (int8 products where they are exact) or ``off`` (always emulate).
+        integer_kernels: ``auto`` (int8 products where they are exact, on the measured fastest backend), a
+            backend name (``int_mm``, ``fp32``, ``c``) or ``off`` (always emulate).
         bias_int: the integer bias when it is known already (a loaded artifact); else it is quantized now.
 
     Example:
@@ -175,7 +178,7 @@ class LinearQuantWrapper(_WeightedWrapper):
         >>> g = Grid(torch.tensor(10.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), -128, 127)
         >>> w = LinearQuantWrapper(fc, quantize_weight(fc.weight, 8, "symmetric", False), g, g, 32, None)
         >>> w(torch.zeros(3, 2)).shape, w.kernel
-        (torch.Size([3, 1]), 'int_mm')
+        (torch.Size([3, 1]), 'int8')
     """
 
     def __init__(
@@ -208,8 +211,8 @@ class LinearQuantWrapper(_WeightedWrapper):
         self._requant = float(self.requant_scale) if self.requant_scale.dim() == 0 else None
         self.integer_kernels = integer_kernels
         self.kernel, self.int_mm = "emulated", None
-        why = self._plan_kernel(integer_kernels)
-        if why and integer_kernels != "off":
+        why = self._plan_kernel(check_mode(integer_kernels))
+        if why and why != "integer_kernels: off":
             self.note = "; ".join(n for n in (self.note, f"kernel emulated: {why}") if n)
         # The emulation's float64 weight, converted once here instead of on every call.
         weight64 = self.qweight.int_weight.to(torch.float64) if self.int_mm is None else None
@@ -225,9 +228,8 @@ class LinearQuantWrapper(_WeightedWrapper):
 
     def _plan_kernel(self, integer_kernels: str) -> str:
         """Pick the integer kernel when it is exact here; returns why not ("" when it is used)."""
-        if integer_kernels not in ("auto", "off"):
-            raise QuantizationError(f"integer_kernels must be 'auto' or 'off', got {integer_kernels!r}.")
-        if integer_kernels == "off":
+        mode = requested_mode(integer_kernels)
+        if mode == "off":
             return "integer_kernels: off"
         why = "" if self._linear else conv_supported(self.wrapped)
         if not why and self._floats["input"] is None:
@@ -237,9 +239,9 @@ class LinearQuantWrapper(_WeightedWrapper):
         zp_x = self._floats["input"][1]
         qw = self.qweight
         self.int_mm, why = plan_int_matmul(
-            qw.int_weight, qw.zero_point, self._qrange["input"], None, zp_x, self.bias_int
+            qw.int_weight, qw.zero_point, self._qrange["input"], None, zp_x, self.bias_int, mode
         )
-        self.kernel = "emulated" if self.int_mm is None else "int_mm"
+        self.kernel = "emulated" if self.int_mm is None else "int8"
         return why
 
     def _check_exact(self, input_grid: Grid) -> None:
@@ -369,7 +371,11 @@ class LinearQuantWrapper(_WeightedWrapper):
         self.note = "; ".join(n for n in (self.note, f"int_mm refused on {key[0]} ({first_line}): emulated") if n)
 
     def describe(self) -> dict[str, Any]:
-        return {"kernel": self.kernel, **super().describe()}
+        row = super().describe()
+        kernel = self.kernel if self.int_mm is None else self.int_mm.kernel_name()
+        if getattr(self, "fused_kernel", None):
+            kernel = f"{kernel}, {self.fused_kernel}"
+        return {**row, "kernel": kernel}
 
     def _bias_bytes(self) -> int:
         return 0 if self.bias_int is None else self.bias_int.numel() * 4
