@@ -14,9 +14,17 @@ settings (asymmetric_signed, per-channel weights, clip_acts avg, calibrated on t
 Every variant runs once per round (interleaved), ratios to fp32 are taken inside a round and the
 medians over rounds are reported, so a noisy neighbour slows a whole round alike.
 
-Run: ``python benchmarks/integer_path.py [--threads 2] [--rounds 5] [--write]`` (``--write`` replaces the
-"## Integer execution" section of benchmarks/RESULTS.md). ``--compat`` measures only fp32 and the
-default quantized model, so the script also runs against a compress without ``integer_kernels``.
+Every int8 backend (``int_mm``, ``fp32``, ``c``) is also measured forced, next to ``auto``, and the
+section starts with this CPU's flags and ``python -m compress --kernels``' choice per shape class.
+``--isa avx2`` reruns the whole measurement with oneDNN, MKL, ATen and the C kernels limited to AVX2
+(environment variables set before torch loads): an approximation of an AVX2-only CPU on a newer one, not
+a measurement of one (caches, ports and clocks stay the newer CPU's; and oneDNN capped this way was
+measured returning inexact ``_int_mm`` sums, which the probe then refuses).
+
+Run: ``python benchmarks/integer_path.py [--threads 2] [--rounds 5] [--isa avx2] [--write]`` (``--write``
+replaces the "## Integer execution" section of benchmarks/RESULTS.md, or its "(AVX2 cap)" twin).
+``--compat`` measures only fp32 and the default quantized model, so the script also runs against a compress
+without ``integer_kernels``.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import io
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -43,7 +52,7 @@ from torch import nn  # noqa: E402
 
 import compress  # noqa: E402
 import compress.quant.fused.lstm as fused_lstm  # noqa: E402
-from compress.quant.kernels import ckernels  # noqa: E402
+from compress.quant.kernels import backends, ckernels, dispatch  # noqa: E402
 from compress.registry import EVALUATORS, STATS_SOURCES  # noqa: E402
 from compress.stats import StatsContext  # noqa: E402
 
@@ -100,6 +109,9 @@ def build(spec: dict[str, Any], compat: bool) -> tuple[dict[str, nn.Module], Any
         else:
             variants["compress simulated"] = quantize(modular, stats, {"integer_kernels": "off"})
             variants["compress integer"] = quantize(modular, stats, {"integer_kernels": "auto"})
+            for backend in backends.BACKENDS:  # each backend forced: what auto chose from, side by side
+                if not backends.unavailable(backend, torch.device("cpu")):
+                    variants[f"compress integer ({backend})"] = quantize(modular, stats, {"integer_kernels": backend})
             variants["PyTorch dynamic int8"] = torch.ao.quantization.quantize_dynamic(
                 copy.deepcopy(fp32), {nn.LSTM, nn.Linear}, dtype=torch.qint8
             )
@@ -271,28 +283,37 @@ def _split_lines(split: dict[str, float] | None) -> list[str]:
 def _same_metrics(metrics: dict[str, dict[str, Any]]) -> str:
     if "compress integer" not in metrics:
         return ""
-    equal = metrics["compress integer"]["metrics"] == metrics["compress simulated"]["metrics"]
-    return f"Integer path and simulation give identical metrics (every NLL sum bit for bit): {equal}."
+    sim = metrics["compress simulated"]["metrics"]
+    same = {k: v["metrics"] == sim for k, v in metrics.items() if k.startswith("compress integer")}
+    verdict = ", ".join(f"{k.removeprefix('compress integer').strip() or 'auto'}: {v}" for k, v in same.items())
+    return f"Identical metrics to the simulation (every NLL sum bit for bit): {verdict}."
+
+
+ISA_CAPS = {  # --isa avx2: every library limited to AVX2, as on an AVX2-only CPU (an approximation of one)
+    "avx2": {
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "COMPRESS_CKERNELS_MARCH": "x86-64-v3",
+    }
+}
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    info = dispatch.cpu_info()
+    caps = {k: os.environ[k] for k in ISA_CAPS["avx2"] if k in os.environ}
+    capped = f"; ISA capped by {', '.join(f'{k}={v}' for k, v in caps.items())}" if caps else ""
     return (
-        f"{datetime.date.today().isoformat()}: {cpu} (2 cores, shared machine), OMP_WAIT_POLICY="
-        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
-        f"{platform.system()}, Python {platform.python_version()}, torch {torch.__version__}."
+        f"{datetime.date.today().isoformat()}: {info['model']} (2 cores, shared machine), ISA flags "
+        f"{' '.join(info['flags'])}{capped}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"{platform.system()}, Python {platform.python_version()}, torch {torch.__version__} "
+        f"({torch.backends.cpu.get_cpu_capability()})."
     )
 
 
-def section(results: list[dict[str, Any]], rounds: int) -> str:
-    lines = [SECTION, "", machine(), ""]
+def section(results: list[dict[str, Any]], rounds: int, heading: str = SECTION) -> str:
+    lines = [heading, "", machine(), "", "Integer backends as `python -m compress --kernels` shows them:", "", "```"]
+    lines += [dispatch.describe(), "```", ""]
     lines += [
         f"int8_full settings (asymmetric_signed, per-channel weights, clip_acts avg), calibrated with `collect` "
         f"on training batches; teacher-forced evaluation of the whole evaluation split with compress's "
@@ -326,7 +347,11 @@ def main() -> None:
     parser.add_argument("--compat", action="store_true", help="fp32 and the default quantized model only")
     parser.add_argument("--write", action="store_true", help="replace the section in benchmarks/RESULTS.md")
     parser.add_argument("--quick", action="store_true", help="tiny fixture, 1 round, 5 steps: a smoke test")
+    parser.add_argument("--isa", choices=list(ISA_CAPS), help="rerun with every library capped to this ISA")
     args = parser.parse_args()
+    if args.isa and not all(os.environ.get(k) == v for k, v in ISA_CAPS[args.isa].items()):
+        env = {**os.environ, **ISA_CAPS[args.isa]}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)  # the caps must be set before torch loads
     table = QUICK if args.quick else MODELS
     rounds, steps = (1, 5) if args.quick else (args.rounds, args.steps)
     if args.quick and args.write:
@@ -339,10 +364,11 @@ def main() -> None:
         for threads in args.threads:
             torch.set_num_threads(threads)
             results.append({**measure(name, table[name], rounds, steps, args.compat), "threads": threads})
-    text = section(results, rounds)
+    heading = SECTION + (f" ({args.isa.upper()} cap)" if args.isa else "")
+    text = section(results, rounds, heading)
     print(text)
     if args.write:
-        write_section(text)
+        write_section(text, heading)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["to_device", "cache_dir", "model_device", "model_dtype", "weight_bytes"]
+__all__ = ["RuntimeCache", "to_device", "cache_dir", "model_device", "model_dtype", "weight_bytes"]
 
 
 def to_device(obj: Any, device: torch.device | str) -> Any:
@@ -67,3 +67,26 @@ def weight_bytes(model: torch.nn.Module) -> int:
             seen.add(id(p))
             total += p.numel() * p.element_size()
     return total
+
+
+class RuntimeCache(dict):
+    """A dict of per-process runtime state (buffers, C structs) that copies and pickles as empty.
+
+    Kernels keep prepared buffers and ctypes structs on the modules they serve; a deep copy of the model
+    (every quantizer makes one) must not share or try to copy them, so it starts with an empty cache.
+
+    Example:
+        >>> import copy
+        >>> cache = RuntimeCache(a=1)
+        >>> copy.deepcopy(cache), len(cache)
+        ({}, 1)
+    """
+
+    def __deepcopy__(self, memo: dict) -> RuntimeCache:
+        return RuntimeCache()
+
+    def __copy__(self) -> RuntimeCache:
+        return RuntimeCache()
+
+    def __reduce__(self) -> tuple:
+        return (RuntimeCache, ())

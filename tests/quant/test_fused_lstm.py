@@ -253,3 +253,29 @@ def test_threads_sharing_one_model_get_their_own_scratch_space() -> None:
     for t in threads:
         t.join()
     assert all(torch.equal(y, want[i]) for i, ys in got.items() for y in ys) and len(got) == len(inputs)
+
+
+@pytest.mark.parametrize("gru", [False, True])
+def test_one_step_calls_recall_their_state_and_equal_the_per_op_path(gru: bool) -> None:
+    """Generation calls the layer one step at a time: the loop keeps the state's codes between calls, and
+    interleaving two sequences (each call's state is not the previous call's result) must not confuse it."""
+    on, off = quantized_pair(Core(seed=4, gru=gru), mode="asymmetric_signed")
+    xs = sequences(6, 3, seed=2), sequences(6, 3, seed=3)
+    with torch.no_grad():
+        wholes = [on(x)[0] for x in xs]
+        states: list = [None, None]
+        outs: list[list[torch.Tensor]] = [[], []]
+        for t in range(6):
+            for k in (0, 1):  # two sequences in turn, batch size 3 each
+                out, states[k] = on(xs[k][t : t + 1], states[k])
+                ref, _ = off(xs[k][t : t + 1], _per_op_state(off, xs[k][: t + 1]) if t else None)
+                assert torch.equal(out, ref)
+                outs[k].append(out)
+    for k in (0, 1):
+        assert torch.equal(torch.cat(outs[k]), wholes[k])
+
+
+def _per_op_state(model: nn.Module, prefix: torch.Tensor):
+    """The per-op model's state after ``prefix`` without its last step."""
+    _, state = model(prefix[:-1])
+    return state

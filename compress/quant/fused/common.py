@@ -23,8 +23,9 @@ from compress.quant.kernels import ckernels
 from compress.quant.wrappers.base import Grid, QuantWrapper
 from compress.quant.wrappers.factory import FakeQuantWrapper
 from compress.quant.wrappers.params import LinearQuantWrapper
+from compress.utils import RuntimeCache
 
-__all__ = ["FusedLoop", "fused_blocker"]
+__all__ = ["FusedLoop", "fused_blocker", "hidden_product", "recall_codes", "remember"]
 
 _MAX_CODES = 256  # table sizes grow with the square of the codes per grid: 8-bit grids at most
 
@@ -112,8 +113,10 @@ class FusedLoop:
         self.cell = cell
         self._tables: dict[tuple[torch.dtype, torch.device], Any] = {}
         self._buffers: dict[tuple[str, int], torch.Tensor] = {}
+        self._held: dict[tuple[int, int], dict[str, Any]] = RuntimeCache()  # not copied with the model
         # Listed once: walking the module tree on every call costs more than a whole step at batch 1.
         self._watched = list(cell.modules())
+        self._trackers = [m for m in self._watched if hasattr(m, "track_saturation")]
 
     def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A reusable CPU scratch tensor (grown when needed): large fresh buffers cost a page fault per page.
@@ -125,6 +128,11 @@ class FusedLoop:
         if held is None or held.dtype != dtype or held.numel() < numel:
             held = self._buffers[key] = torch.empty(numel, dtype=dtype)
         return held[:numel].view(shape)
+
+    def held(self, batch: int) -> dict[str, Any]:
+        """What the C loop keeps between calls for ``batch`` rows on this thread: its state code buffers, the
+        step struct pointing at them, and the last state it returned (see :func:`recall_codes`)."""
+        return self._held.setdefault((batch, threading.get_ident()), {})
 
     def tables(self, dtype: torch.dtype, device: torch.device) -> Any:
         key = (dtype, device)
@@ -143,10 +151,9 @@ class FusedLoop:
         hooks = (nn.modules.module._global_forward_hooks, nn.modules.module._global_forward_pre_hooks)
         if any(hooks):
             return True
-        for module in self._watched:
-            if module._forward_hooks or module._forward_pre_hooks or getattr(module, "track_saturation", False):
-                return True
-        return False
+        if any(m.track_saturation for m in self._trackers):
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self._watched)
 
     def __call__(
         self, data: torch.Tensor, batch: int, initial: tuple[torch.Tensor, ...], *, reverse: bool
@@ -169,6 +176,24 @@ def _on_grid(state: torch.Tensor, grid: Grid, values: torch.Tensor) -> torch.Ten
     """Offset codes of a state tensor when every element is exactly a value of ``grid``, else None."""
     codes = _offset_codes(state, grid).clamp_(0, len(values) - 1)
     return codes.to(torch.int32) if torch.equal(values[codes], state) else None
+
+
+def recall_codes(held: dict[str, Any], initial: tuple[torch.Tensor, ...]) -> bool:
+    """True when ``initial`` equals the state the last call returned: its codes are still in the held buffers.
+
+    One-step generation feeds each call's state to the next; comparing values (a copy was kept) costs far
+    less than finding the codes of a state again, and any other state takes the full path.
+    """
+    last = held.get("last")
+    if last is None or len(last) != len(initial):
+        return False
+    return all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(initial, last, strict=True))
+
+
+def remember(held: dict[str, Any], state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Keep a copy of the returned ``state`` for :func:`recall_codes`; returns ``state``."""
+    held["last"] = tuple(t.clone() for t in state)
+    return state
 
 
 def hidden_product(fc: LinearQuantWrapper, a8: torch.Tensor, requant: Any) -> torch.Tensor:

@@ -32,6 +32,8 @@ from compress.quant.fused.common import (
     _values,
     fused_blocker,
     hidden_product,
+    recall_codes,
+    remember,
 )
 from compress.quant.kernels import ckernels
 from compress.quant.wrappers.ops import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
@@ -157,36 +159,51 @@ def _run(cell: nn.Module, tables: _GruTables, data: torch.Tensor, batch: int, in
 
 
 def _run_c(loop: FusedLoop, tables: _GruTables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
-    """:func:`_run` with fc_gate_x's codes as bytes and each step after its int8 product in one C call."""
+    """:func:`_run` with fc_gate_x's codes as bytes and each step after its int8 product in one C call
+    (buffers and struct kept per batch size, as the LSTM's C loop)."""
     cell = loop.cell
-    fc_h, hidden = cell.fc_gate_h, cell.hidden_size
-    steps = data.shape[0] // batch
+    hidden, steps = cell.hidden_size, data.shape[0] // batch
     x = loop.buffer("x", (steps * batch, 3 * hidden), torch.uint8)
     if not ckernels.linear_byte_codes(cell.fc_gate_x, data, x):
         return None
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     out = torch.empty(steps, batch, hidden, dtype=data.dtype)
-    h, first_done = _initial_code(cell, tables, data[order[0] * batch : (order[0] + 1) * batch], initial)
-    h = h.reshape(batch, hidden).to(torch.int32).contiguous()
-    if first_done:
-        out[order[0]] = tables.h_values[h]
-        order = order[1:]
-    a8 = tables.h_in[h].contiguous()
-    h_qmin = fc_h._qrange["output"][0]
-    goff = ((torch.arange(2 * hidden) // hidden) * (tables.n_x * tables.n_h) - h_qmin).to(torch.int32)
-    mm = torch.empty(batch, 3 * hidden, dtype=torch.int32)
-    codes = torch.empty(3 * hidden, dtype=torch.float64)
-    keep = [goff]
-    ptr, u8 = ckernels.ptr, tables.bytes
-    args = ckernels.GruStep(
-        ckernels.requant_args(fc_h, mm, a8, keep), batch, hidden, tables.n_h, tables.n_nr, tables.n_n, tables.n_hs,
-        tables.n_zh, ptr(x), ptr(goff), float(h_qmin), ptr(u8["rz"]), ptr(u8["new_reset"]), ptr(u8["new_gate"]),
-        ptr(u8["keep_new"]), ptr(u8["keep_old"]), ptr(u8["hid"]), ptr(tables.h_in), ptr(tables.h_values), ptr(h),
-        ptr(out), ptr(codes),
-    )  # fmt: skip
-    step, product = ckernels.library().gru_step, fc_h.int_mm.product_for(batch, a8.device)
-    ref = ctypes.byref(args)
+    held = loop.held(batch)
+    if "args" not in held or held["tables"] is not tables:
+        _hold_c_step(held, cell, tables, batch)
+    h, a8 = held["h"], held["a8"]
+    recalled = recall_codes(held, initial)
+    held.pop("last", None)  # the buffers change below: only a completed call may be recalled
+    if not recalled:
+        first = data[order[0] * batch : (order[0] + 1) * batch]
+        h_new, first_done = _initial_code(cell, tables, first, initial)
+        h.copy_(h_new.reshape(batch, hidden)), a8.copy_(tables.h_in[h])
+        if first_done:
+            out[order[0]] = tables.h_values[h]
+            order = order[1:]
+    args, step, product, mm, ref = held["args"], held["step"], held["product"], held["mm"], held["ref"]
+    args.x, args.out = x.data_ptr(), out.data_ptr()
     for t in order:
         product(a8, mm)
         step(ref, t)
-    return out.view(steps * batch, hidden), (tables.h_values[h],)
+    return out.view(steps * batch, hidden), remember(held, (tables.h_values[h],))
+
+
+def _hold_c_step(held: dict[str, Any], cell: nn.Module, tables: _GruTables, batch: int) -> None:
+    """The buffers and the ``GruStep`` struct of the C loop for ``batch`` rows (built once per batch size)."""
+    fc_h, hidden = cell.fc_gate_h, cell.hidden_size
+    h, a8 = torch.zeros(batch, hidden, dtype=torch.int32), torch.zeros(batch, hidden, dtype=torch.int8)
+    mm, codes = torch.empty(batch, 3 * hidden, dtype=torch.int32), torch.empty(3 * hidden, dtype=torch.float64)
+    h_qmin = fc_h._qrange["output"][0]
+    goff = ((torch.arange(2 * hidden) // hidden) * (tables.n_x * tables.n_h) - h_qmin).to(torch.int32)
+    keep = [h, a8, mm, codes, goff]
+    ptr, u8 = ckernels.ptr, tables.bytes
+    args = ckernels.GruStep(
+        ckernels.requant_args(fc_h, mm, a8, keep), batch, hidden, tables.n_h, tables.n_nr, tables.n_n, tables.n_hs,
+        tables.n_zh, None, ptr(goff), float(h_qmin), ptr(u8["rz"]), ptr(u8["new_reset"]), ptr(u8["new_gate"]),
+        ptr(u8["keep_new"]), ptr(u8["keep_old"]), ptr(u8["hid"]), ptr(tables.h_in), ptr(tables.h_values), ptr(h),
+        None, ptr(codes),
+    )  # fmt: skip
+    held.clear()
+    held.update(h=h, a8=a8, mm=mm, keep=keep, args=args, ref=ctypes.byref(args), tables=tables)
+    held.update(step=ckernels.library().gru_step, product=fc_h.int_mm.product_for(batch, a8.device))

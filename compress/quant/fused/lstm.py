@@ -40,6 +40,8 @@ from compress.quant.fused.common import (
     _values,
     fused_blocker,
     hidden_product,
+    recall_codes,
+    remember,
 )
 from compress.quant.kernels import ckernels
 from compress.quant.wrappers.base import QuantWrapper
@@ -193,34 +195,54 @@ def _run(cell: nn.Module, tables: _Tables, data: torch.Tensor, batch: int, initi
 
 
 def _run_c(loop: FusedLoop, tables: _Tables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
-    """:func:`_run` with fc_gate_x's codes as bytes and each step after its int8 product in one C call."""
+    """:func:`_run` with fc_gate_x's codes as bytes and each step after its int8 product in one C call.
+
+    The state code buffers and the step struct are kept per batch size (:meth:`FusedLoop.held`), so a
+    one-step call (generation) pays only for its own step.
+    """
     cell = loop.cell
-    fc_h, hidden = cell.fc_gate_h, cell.hidden_size
-    steps = data.shape[0] // batch
+    hidden, steps = cell.hidden_size, data.shape[0] // batch
     x = loop.buffer("x", (steps * batch, 4 * hidden), torch.uint8)  # reused: no fresh pages to fault in
     if not ckernels.linear_byte_codes(cell.fc_gate_x, data, x):
         return None
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     out = torch.empty(steps, batch, hidden, dtype=data.dtype)
-    h, c, first_done = _initial_codes(cell, tables, data[order[0] * batch : (order[0] + 1) * batch], initial)
-    h, c = h.reshape(batch, hidden).to(torch.int32).contiguous(), c.reshape(batch, hidden).to(torch.int32).contiguous()
-    if first_done:
-        out[order[0]] = tables.h_values[h]
-        order = order[1:]
-    a8 = tables.h_in[h].contiguous()
-    goff = tables.c_gate_offsets(fc_h, hidden)
-    mm = loop.buffer("mm", (batch, 4 * hidden), torch.int32)
-    codes, gates = loop.buffer("codes", (4 * hidden,), torch.float64), loop.buffer("gates", (4 * hidden,), torch.int32)
-    keep = [goff]
-    ptr, u8 = ckernels.ptr, tables.bytes
-    args = ckernels.LstmStep(
-        ckernels.requant_args(fc_h, mm, a8, keep), batch, hidden, tables.n_h, tables.n_c, tables.n_g, tables.n_mi,
-        ptr(x), ptr(goff), ptr(u8["gate"]), ptr(u8["mul_f"]), ptr(u8["mul_i"]), ptr(u8["cell"]), ptr(u8["hidden"]),
-        ptr(tables.h_in), ptr(tables.h_values), ptr(c), ptr(h), ptr(out), ptr(codes), ptr(gates),
-    )  # fmt: skip
-    step, product = ckernels.library().lstm_step, fc_h.int_mm.product_for(batch, a8.device)
-    ref = ctypes.byref(args)
+    held = loop.held(batch)
+    if "args" not in held or held["tables"] is not tables:
+        _hold_c_step(held, cell, tables, batch)
+    h, c, a8 = held["h"], held["c"], held["a8"]
+    recalled = recall_codes(held, initial)
+    held.pop("last", None)  # the buffers change below: only a completed call may be recalled
+    if not recalled:
+        first = data[order[0] * batch : (order[0] + 1) * batch]
+        h_new, c_new, first_done = _initial_codes(cell, tables, first, initial)
+        h.copy_(h_new.reshape(batch, hidden)), c.copy_(c_new.reshape(batch, hidden)), a8.copy_(tables.h_in[h])
+        if first_done:
+            out[order[0]] = tables.h_values[h]
+            order = order[1:]
+    args, step, product, mm = held["args"], held["step"], held["product"], held["mm"]
+    args.x, args.out = x.data_ptr(), out.data_ptr()
+    ref = held["ref"]
     for t in order:
         product(a8, mm)
         step(ref, t)
-    return out.view(steps * batch, hidden), (tables.h_values[h], tables.c_values[c])
+    return out.view(steps * batch, hidden), remember(held, (tables.h_values[h], tables.c_values[c]))
+
+
+def _hold_c_step(held: dict[str, Any], cell: nn.Module, tables: _Tables, batch: int) -> None:
+    """The buffers and the ``LstmStep`` struct of the C loop for ``batch`` rows (built once per batch size)."""
+    fc_h, hidden = cell.fc_gate_h, cell.hidden_size
+    h, c = (torch.zeros(batch, hidden, dtype=torch.int32) for _ in range(2))
+    a8, mm = torch.zeros(batch, hidden, dtype=torch.int8), torch.empty(batch, 4 * hidden, dtype=torch.int32)
+    codes, gates = torch.empty(4 * hidden, dtype=torch.float64), torch.empty(4 * hidden, dtype=torch.int32)
+    goff = tables.c_gate_offsets(fc_h, hidden)
+    keep = [h, c, a8, mm, codes, gates, goff]
+    ptr, u8 = ckernels.ptr, tables.bytes
+    args = ckernels.LstmStep(
+        ckernels.requant_args(fc_h, mm, a8, keep), batch, hidden, tables.n_h, tables.n_c, tables.n_g, tables.n_mi,
+        None, ptr(goff), ptr(u8["gate"]), ptr(u8["mul_f"]), ptr(u8["mul_i"]), ptr(u8["cell"]), ptr(u8["hidden"]),
+        ptr(tables.h_in), ptr(tables.h_values), ptr(c), ptr(h), None, ptr(codes), ptr(gates),
+    )  # fmt: skip
+    held.clear()
+    held.update(h=h, c=c, a8=a8, mm=mm, keep=keep, args=args, ref=ctypes.byref(args), tables=tables)
+    held.update(step=ckernels.library().lstm_step, product=fc_h.int_mm.product_for(batch, a8.device))

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import math
 import os
@@ -25,13 +26,14 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from compress.utils import cache_dir
+from compress.utils import RuntimeCache, cache_dir
 
 __all__ = [
     "library",
@@ -231,13 +233,21 @@ def usable(fc: Any, x: torch.Tensor) -> bool:
         >>> usable(object(), torch.zeros(1))
         False
     """
+    static = getattr(fc, "__dict__", {}).get("_c_usable")
+    if static is None:
+        static = _statically_usable(fc)
+        if hasattr(fc, "__dict__"):
+            fc.__dict__["_c_usable"] = static  # the wrapper's structure never changes after it is built
+    if not static or fc.track_saturation or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() < 1:
+        return False
+    return fc._use_int_mm(x) and library() is not None
+
+
+def _statically_usable(fc: Any) -> bool:
     mm = getattr(fc, "int_mm", None)
-    if mm is None or not mm.exact_int32 or not fc._linear or fc.track_saturation:
+    if mm is None or not mm.exact_int32 or not getattr(fc, "_linear", False):
         return False
-    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() < 1:
-        return False
-    per_tensor = fc._floats["input"] is not None and fc._floats["output"] is not None
-    return per_tensor and fc._use_int_mm(x) and library() is not None
+    return fc._floats["input"] is not None and fc._floats["output"] is not None
 
 
 def linear_values(fc: Any, x: torch.Tensor) -> torch.Tensor | None:
@@ -290,26 +300,48 @@ def _rows(fc: Any, x: torch.Tensor, emit: Any, out: torch.Tensor) -> bool:
 
     False when the product refuses the shape: the wrapper then notes it and emulates such calls.
     """
-    mm, lib = fc.int_mm, library()
     flat = x.reshape(-1, x.shape[-1]).contiguous()
-    out_flat = out.view(-1, mm.out_features)
     rows, k = flat.shape
-    step = max(_MIN_ROWS, _CHUNK // max(mm.out_features, k))
-    scale, zp = fc._floats["input"]
-    qmin, qmax = fc._qrange["input"]
-    a8 = torch.empty(min(step, rows), k, dtype=torch.int8)
-    acc = torch.empty(min(step, rows), mm.out_features, dtype=torch.int32)
-    scratch = torch.empty(mm.out_features, dtype=torch.float64)
-    keep: list[torch.Tensor] = []
-    args = requant_args(fc, acc, a8, keep)  # only the row count changes from chunk to chunk
+    plan = _row_plan(fc, rows, k)
+    out_flat = out.view(rows, -1)
+    step, quantize, a8, acc = plan["step"], plan["quantize"], plan["a8"], plan["acc"]
     for i in range(0, rows, step):
-        part, m = flat[i : i + step], min(step, rows - i)
-        lib.quantize_i8(part.data_ptr(), m * k, scale, zp, qmin, qmax, mm.x_shift, a8.data_ptr())
+        m = min(step, rows - i)
+        quantize(flat[i].data_ptr(), m * k, a8.data_ptr())
         try:
-            mm.product_for(m, a8.device)(a8[:m], acc[:m])
+            plan["product"](m)(a8[:m], acc[:m])
         except RuntimeError as err:
             fc._refuse(x, err)
             return False
-        args.M = m
-        emit(args, out_flat[i].data_ptr(), scratch.data_ptr())
+        plan["args"].M = m
+        emit(plan["args"], out_flat[i].data_ptr(), plan["scratch"].data_ptr())
     return True
+
+
+def _row_plan(fc: Any, rows: int, k: int) -> dict[str, Any]:
+    """Buffers, the ``Requant`` struct and bound calls of ``fc``'s C path for ``rows`` rows, kept per thread
+    (a one-step call at batch 1 would otherwise spend more on building them than on its product)."""
+    mm = fc.int_mm
+    step = max(_MIN_ROWS, _CHUNK // max(mm.out_features, k))
+    key = (min(step, rows), k, threading.get_ident())
+    plans = fc.__dict__.setdefault("_c_row_plans", RuntimeCache())
+    if key in plans:
+        return plans[key]
+    if len(plans) > 16:  # many distinct row counts (unequal batches): keep memory bounded
+        plans.clear()
+    a8 = torch.empty(key[0], k, dtype=torch.int8)
+    acc = torch.empty(key[0], mm.out_features, dtype=torch.int32)
+    keep: list[torch.Tensor] = []
+    (scale, zp), (qmin, qmax), lib = fc._floats["input"], fc._qrange["input"], library()
+    plans[key] = {
+        "step": step, "a8": a8, "acc": acc, "scratch": torch.empty(mm.out_features, dtype=torch.float64),
+        "args": requant_args(fc, acc, a8, keep), "keep": keep,
+        "quantize": functools.partial(_quantize, lib, scale, zp, qmin, qmax, mm.x_shift),
+        "product": functools.lru_cache(maxsize=4)(lambda m: mm.product_for(m, a8.device)),
+    }  # fmt: skip
+    return plans[key]
+
+
+def _quantize(lib: ctypes.CDLL, scale: float, zp: float, qmin: float, qmax: float, shift: int, src: int, count: int,
+              dst: int) -> None:  # fmt: skip
+    lib.quantize_i8(src, count, scale, zp, qmin, qmax, shift, dst)
