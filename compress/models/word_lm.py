@@ -304,9 +304,14 @@ def _load_state(model: WordLM, state_dict: dict[str, Any], path: Path) -> None:
 _SCHEMA = {
     "type": "object",
     "properties": {
-        "ntoken": {"type": "integer", "minimum": 2, "description": "Vocabulary size (from the checkpoint if given)."},
-        "ninp": {"type": "integer", "minimum": 1, "description": "Embedding size (default 200)."},
-        "nhid": {"type": "integer", "minimum": 1, "description": "LSTM hidden size (default 200)."},
+        "ntoken": {
+            "type": "integer",
+            "minimum": 2,
+            "maximum": 10_000_000,
+            "description": "Vocabulary size (from the checkpoint if given).",
+        },
+        "ninp": {"type": "integer", "minimum": 1, "maximum": 16384, "description": "Embedding size (default 200)."},
+        "nhid": {"type": "integer", "minimum": 1, "maximum": 16384, "description": "LSTM hidden size (default 200)."},
         "nlayers": {"type": "integer", "minimum": 1, "maximum": 16, "description": "LSTM layers (default 2)."},
         "dropout": {"type": "number", "minimum": 0, "maximum": 1, "description": "Dropout while training (default 0)."},
         "tie_weights": {"type": "boolean", "description": "Decoder shares the embedding matrix (default false)."},
