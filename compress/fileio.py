@@ -72,21 +72,20 @@ def open_regular_file(path: str | os.PathLike[str], limit: int, what: str) -> IO
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise CompressError(f"Cannot read {what} '{path}': {exc.strerror or exc}. Check the path.") from None
-    f = os.fdopen(fd, "rb")
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
-        f.close()
+        os.close(fd)
         raise CompressError(
             f"{what.capitalize()} '{path}' is not a regular file (a folder, device or pipe); "
             "compress reads only regular files. Give the path of a file."
         )
     if st.st_size > limit:
-        f.close()
+        os.close(fd)
         raise CompressError(
             f"{what.capitalize()} '{path}' is {_fmt(st.st_size)}, more than the {_fmt(limit)} compress reads "
             "for such a file. Is it the right file?"
         )
-    return f
+    return os.fdopen(fd, "rb")
 
 
 def read_regular_file(path: str | os.PathLike[str], limit: int, what: str) -> bytes:

@@ -319,7 +319,7 @@ def _read(p: Path, source: str) -> tuple[Any, Marks]:
     if not p.exists():
         raise ScheduleError(f"{source}: no such schedule file. Check the path (relative to the current folder).")
     try:
-        raw = read_regular_file(p, MAX_SCHEDULE_BYTES, "the schedule")
+        raw = read_regular_file(p, MAX_SCHEDULE_BYTES, "schedule file")
     except CompressError as exc:
         raise ScheduleError(str(exc)) from None
     return parse_yaml(decode_text(raw, source, ScheduleError), source)
