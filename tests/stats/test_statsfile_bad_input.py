@@ -58,7 +58,7 @@ def test_bad_yaml_is_located(tmp_path: Path, data: bytes, message: str) -> None:
 
 def test_an_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     bomb = "a: &a [1,1,1,1,1,1,1,1,1]\n" + "".join(
-        f"{c}: &{c} [" + ",".join(["*" + p] * 9) + "]\n" for p, c in zip("abcdefgh", "bcdefghi")
+        f"{c}: &{c} [" + ",".join(["*" + p] * 9) + "]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
     )
     path = tmp_path / "s.yaml"
     path.write_text(bomb)
