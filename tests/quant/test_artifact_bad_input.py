@@ -60,8 +60,13 @@ TAMPERED: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str]] = [
         lambda o: _resealed(
             {**o, "model": {**o["model"], "args": {**o["model"]["args"], "hidden_dim": 16384, "num_layers": 32}}}
         ),
-        "parameters but the file stores",
+        "parameters",
     ),  # fmt: skip
+    (
+        "hidden_dim_beyond_the_stored_weights",
+        lambda o: _resealed({**o, "model": {**o["model"], "args": {**o["model"]["args"], "hidden_dim": 2000}}}),
+        "parameters but the file stores",
+    ),
     ("unknown_model", lambda o: _resealed({**o, "model": {"name": "nope", "args": {}}}), "not registered"),
     ("model_args_wrong", lambda o: _resealed({**o, "model": {**o["model"], "args": {"hidden_dim": "x"}}}), "args"),
     ("weights_not_mapping", lambda o: _resealed({**o, "weights": [1]}), "'weights' must be a mapping"),
@@ -75,7 +80,7 @@ TAMPERED: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str]] = [
     ),  # fmt: skip
     (
         "float_state_wrong_shape",
-        lambda o: _resealed({**o, "float_state": {k: torch.zeros(3, 3, 3) for k in o["float_state"]}}),
+        lambda o: _resealed({**o, "float_state": {"output_fc.bias": torch.zeros(3, 3, 3)}}),
         "has shape (3, 3, 3)",
     ),  # fmt: skip
     (
