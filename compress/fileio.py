@@ -46,7 +46,7 @@ __all__ = [
 PLAIN_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 _PLAIN = re.compile(PLAIN_NAME)
 # Temporary files of ours: .NAME.<pid>.<mkstemp random>.tmp (before the pid was added: .NAME.<random>.tmp).
-_TMP = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)\.)?[A-Za-z0-9_]{8}\.tmp$")
+_TMP = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?[A-Za-z0-9_]{8}\.tmp$")
 _OLD_TMP_SECONDS = 3600  # a pid-less temporary file this old belongs to no running write
 
 
