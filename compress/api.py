@@ -57,14 +57,17 @@ def run(schedule: str | Path, *, out: str | Path | None = None, progress: bool =
     """
     import compress.components  # noqa: F401
     from compress import engine, report
+    from compress.fileio import prepare_output_dir
     from compress.plugins import load_entry_point_plugins
     from compress.schedule import load_schedule
 
     if threads is not None:  # one thread by default, as the CLI (see compress.cli.DEFAULT_THREADS)
-        torch.set_num_threads(threads)
+        from compress.cli import set_threads
+
+        set_threads(threads, "threads")
     load_entry_point_plugins()
     s = load_schedule(schedule)
-    out_dir = Path(out) if out is not None else Path("runs") / s.name
+    out_dir = prepare_output_dir(Path(out) if out is not None else Path("runs") / s.name)
     result = engine.run(s, out_dir=out_dir, progress=progress)
     report.write_report(result, out_dir)
     return result

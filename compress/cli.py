@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from compress.errors import CompressError
+from compress.fileio import prepare_output_dir
 
 __all__ = ["main", "EXIT_USER_ERROR"]
 
@@ -27,6 +28,7 @@ EXIT_USER_ERROR = 2
 # gain nothing at these sizes. Measured on our 2-core machine while another job ran: the perf_rnn study took
 # 48 s with 1 thread and 15 min with 2 (one experiment 365 s instead of 1.6 s), with identical results.
 DEFAULT_THREADS = 1
+MAX_THREADS = 1024  # more than any machine's cores; torch refuses counts beyond int32 with a bare ValueError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,23 +105,34 @@ def _run(args: argparse.Namespace) -> int:
     from compress import engine, report
     from compress.schedule import load_schedule
 
-    if args.threads < 1:
-        raise CompressError(f"--threads must be at least 1, got {args.threads}.")
-    import torch
-
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     schedule = load_schedule(args.schedule)
     if args.plan:
         result = engine.plan(schedule)
         print(_plan_text(result))
         return 0
-    out_dir = args.out or Path("runs") / schedule.name
+    out_dir = prepare_output_dir(args.out or Path("runs") / schedule.name)
     result = engine.run(schedule, out_dir=out_dir, progress=not args.quiet)
     report.write_report(result, out_dir)
     if not args.quiet:
         print(report.render_terminal(result, out_dir))
     return 0
+
+
+def set_threads(n: int, what: str = "--threads") -> None:
+    """Give PyTorch ``n`` intra-op threads, or a clear error for a count it cannot use.
+
+    Example:
+        >>> set_threads(0)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        compress.errors.CompressError: --threads must be between 1 and 1024, got 0.
+    """
+    import torch
+
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise CompressError(f"{what} must be between 1 and {MAX_THREADS}, got {n!r}.")
+    torch.set_num_threads(n)
 
 
 def _plan_text(result: object) -> str:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from compress.errors import CompressError, ConversionError, ModelError, QuantizationError
+from compress.fileio import output_file, prepare_output_dir
 from compress.registry import CONVERTERS, DATASETS, EVALUATORS, MODELS, QUANTIZERS, STATS_SOURCES
 from compress.results import ExperimentResult, RunResult
 from compress.schedule import Schedule, overrides_path
@@ -83,7 +84,18 @@ def select_device(spec: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise CompressError(f"device '{spec}' was asked for but CUDA is not available here; use 'auto' or 'cpu'.")
+    index = spec.partition(":")[2]
+    if index and int(index) >= torch.cuda.device_count():
+        raise CompressError(
+            f"device '{spec}' was asked for but this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use 'cuda' or an index below that."
+        )
     return torch.device(spec)
+
+
+def _device(schedule: Schedule) -> torch.device:
+    with _at(schedule, ("device",)):
+        return select_device(schedule.data.get("device", "auto"))
 
 
 def _component(block: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -262,7 +274,7 @@ def _plan_rows(q: Any) -> list[dict[str, Any]]:
 def plan(schedule: Schedule, *, progress: bool = False) -> RunResult:
     """Resolve everything (model, conversion, per-experiment layer plan) without calibrating or evaluating."""
     _seed(schedule)
-    device = select_device(schedule.data.get("device", "auto"))
+    device = _device(schedule)
     result = RunResult(schedule, str(device))
     model = build_model(schedule, device)
     data = build_data(schedule)
@@ -293,7 +305,8 @@ def run(
 ) -> RunResult:
     """Run every stage of ``schedule`` and return the results (the report stage writes them)."""
     _seed(schedule)
-    device = select_device(schedule.data.get("device", "auto"))
+    device = _device(schedule)
+    prepare_output_dir(out_dir)  # before any work: an --out that cannot be a folder fails at once
     result = RunResult(schedule, str(device))
     t = result.timings
     with _timed(t, "build"):
@@ -357,7 +370,7 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int) -> ExperimentResul
         from compress.quant import save_quantized  # the artifact format belongs to the quant stage
 
         with _timed(t, "export"), _at(schedule, ("experiments", i, "export")):
-            er.artifact_bytes = save_quantized(qmodel, ctx.out_dir / f"{er.name}.qpt")
+            er.artifact_bytes = save_quantized(qmodel, output_file(ctx.out_dir, f"{er.name}.qpt", "an artifact"))
     if quantizer is not None:
         with _timed(t, "layer_report"):
             er.layers = _layer_records(ctx, quantizer)
@@ -414,7 +427,8 @@ def _experiment_stats(ctx: _Study, exp: dict[str, Any], i: int) -> tuple[Any, st
         stats = collect_stats(schedule, spec, path, ctx.model, ctx.data, ctx.device, ctx.progress)
         stats, log = edit_stats(schedule, stats, list(spec.get("edits") or []), path + ("edits",))
         fname = spec.get("save") or f"stats-{spec['source']}-{len(cache)}.yaml"
-        stats.save(ctx.out_dir / fname)
+        with _at(schedule, path + ("save",)):
+            stats.save(output_file(ctx.out_dir, fname, "a statistics file"))
         cache[key] = stats
         result.stats[key] = {"spec": {k: v for k, v in spec.items()}, "file": fname, "edits": log}
     stats = cache[key]

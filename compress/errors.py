@@ -18,6 +18,7 @@ __all__ = [
     "QuantizationError",
     "ModelError",
     "DataError",
+    "ArtifactError",
 ]
 
 
@@ -69,3 +70,7 @@ class ModelError(CompressError):
 
 class DataError(CompressError):
     """A dataset cannot be found, read or split."""
+
+
+class ArtifactError(QuantizationError):
+    """A deployable artifact (``.qpt``) is unreadable, corrupt, truncated or inconsistent; the message names it."""

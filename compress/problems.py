@@ -15,7 +15,7 @@ import jsonschema
 from compress.registry import suggest
 from compress.yamlmarks import Path_
 
-__all__ = ["Problem", "schema_problems"]
+__all__ = ["Problem", "schema_problems", "StrictValidator"]
 
 
 @dataclass
@@ -26,8 +26,27 @@ class Problem:
     message: str
 
 
+def _is_integer(checker: Any, instance: Any) -> bool:
+    # JSON Schema calls 5.0 an integer; Python code then gets a float where it needs an int (range(5.0)).
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_number(checker: Any, instance: Any) -> bool:
+    return isinstance(instance, (int, float)) and not isinstance(instance, bool)
+
+
+_CHECKER = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number})
+StrictValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_CHECKER)
+
+
 def schema_problems(instance: Any, schema: dict[str, Any], prefix: Path_) -> list[Problem]:
-    validator = jsonschema.Draft202012Validator(schema)
+    """Every way ``instance`` breaks ``schema`` (integers must be ints, not 5.0), located under ``prefix``.
+
+    Example:
+        >>> [p.message for p in schema_problems({"n": 5.0}, {"properties": {"n": {"type": "integer"}}}, ())]
+        ['5.0 has the wrong type; expected an integer.']
+    """
+    validator = StrictValidator(schema)
     problems = []
     for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
         problems.extend(_explain(err, prefix))

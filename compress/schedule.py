@@ -17,17 +17,22 @@ Example:
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.errors import PluginError, ScheduleError
+from compress.errors import CompressError, PluginError, ScheduleError
+from compress.fileio import read_regular_file
 from compress.plugins import load_entry_point_plugins, load_plugins
 from compress.problems import Problem, schema_problems
 from compress.registry import REGISTRIES, suggest
+from compress.safeyaml import decode_text
+from compress.schedule_checks import nonfinite_problems, output_name_problems, regex_problems
 from compress.schema import SCHEDULE_VERSION, skeleton_schema
 from compress.yamlmarks import Marks, Path_, format_path, line_col, parse_yaml, strip_key_marker, where
+
+# A schedule is a few KB; a larger file is not one (and would only cost memory and time to parse).
+MAX_SCHEDULE_BYTES = 1 << 20
 
 __all__ = ["Schedule", "load_schedule", "overrides_path", "parse_yaml", "Problem"]
 
@@ -93,6 +98,15 @@ def _rules_path(lists: list[tuple[Path_, dict[str, Any]]], args: list[tuple[Path
 # ----------------------------------------------------------------------------- validation
 
 
+def _as_list(value: Any) -> list[Any]:
+    """``value`` if it is a list, else []: a wrong type is the structure check's to report, not a crash here."""
+    return value if isinstance(value, list) else []
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _component_blocks(data: dict[str, Any]) -> list[tuple[Path_, str, str, dict[str, Any]]]:
     """(path, registry kind, name key, block) for every component block present in ``data``."""
     out: list[tuple[Path_, str, str, dict[str, Any]]] = []
@@ -105,10 +119,10 @@ def _component_blocks(data: dict[str, Any]) -> list[tuple[Path_, str, str, dict[
     ]:
         if isinstance(data.get(key), dict):
             out.append(((key,), kind, name_key, data[key]))
-    for i, item in enumerate(data.get("convert") or []):
+    for i, item in enumerate(_as_list(data.get("convert"))):
         if isinstance(item, dict):
             out.append((("convert", i), "converters", "name", item))
-    for i, exp in enumerate(data.get("experiments") or []):
+    for i, exp in enumerate(_as_list(data.get("experiments"))):
         if not isinstance(exp, dict):
             continue
         if isinstance(exp.get("quantizer"), dict):
@@ -128,6 +142,8 @@ def _args_problems(path: Path_, kind: str, name_key: str, block: dict[str, Any])
     args = block.get("args", {})
     if args is None:
         args = {}
+    if not isinstance(args, dict):
+        return []  # the structure check says 'args' must be a mapping
     schema = registry.get(name).schema
     problems = schema_problems(args, schema, path + ("args",))
     return problems + _overrides_problems(block.get("overrides"), schema, path + ("overrides",))
@@ -136,7 +152,7 @@ def _args_problems(path: Path_, kind: str, name_key: str, block: dict[str, Any])
 def _overrides_problems(overrides: Any, schema: dict[str, Any], path: Path_) -> list[Problem]:
     """Override rules are checked against the quantizer's own ``overrides`` schema when it declares one."""
     sub = schema.get("properties", {}).get("overrides")
-    if overrides is None or not isinstance(sub, dict):
+    if not isinstance(overrides, list) or not isinstance(sub, dict):
         return []
     return schema_problems(overrides, sub, path)
 
@@ -147,10 +163,10 @@ def _experiment_overrides_problems(data: dict[str, Any]) -> list[Problem]:
         return []
     schema = REGISTRIES["quantizers"].get(base["name"]).schema
     problems = []
-    for i, exp in enumerate(data.get("experiments") or []):
+    for i, exp in enumerate(_as_list(data.get("experiments"))):
         if isinstance(exp, dict) and "quantizer" not in exp:
             problems += _overrides_problems(exp.get("overrides"), schema, ("experiments", i, "overrides"))
-            merged = {**(base.get("args") or {}), **(exp.get("args") or {})}
+            merged = {**_as_dict(base.get("args")), **_as_dict(exp.get("args"))}
             if isinstance(exp.get("args"), dict):
                 problems += [
                     Problem(("experiments", i, "args") + pr.path[2:], pr.message)
@@ -168,51 +184,20 @@ def _convert_name_problems(data: dict[str, Any]) -> list[Problem]:
     registry = REGISTRIES["converters"]
     return [
         Problem(("convert", i), registry.unknown_message(item))
-        for i, item in enumerate(data.get("convert") or [])
+        for i, item in enumerate(_as_list(data.get("convert")))
         if isinstance(item, str) and item not in registry
     ]
 
 
-def _regex_problems(data: dict[str, Any]) -> list[Problem]:
-    problems = []
-    for path, pattern in _regexes(data):
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            problems.append(Problem(path, f"{pattern!r} is not a valid regular expression: {exc}."))
-    return problems
-
-
-def _regexes(data: dict[str, Any]) -> list[tuple[Path_, str]]:
-    found: list[tuple[Path_, str]] = []
-
-    def rules(seq: Any, path: Path_) -> None:
-        for i, rule in enumerate(seq if isinstance(seq, list) else []):
-            if isinstance(rule, dict) and isinstance(rule.get("match"), str):
-                found.append((path + (i, "match"), rule["match"]))
-
-    q = data.get("quantizer") if isinstance(data.get("quantizer"), dict) else {}
-    rules(q.get("overrides"), ("quantizer", "overrides"))
-    st = data.get("stats") if isinstance(data.get("stats"), dict) else {}
-    rules(st.get("edits"), ("stats", "edits"))
-    for i, exp in enumerate(data.get("experiments") or []):
-        if isinstance(exp, dict):
-            rules(exp.get("overrides"), ("experiments", i, "overrides"))
-            rules(exp.get("stats_edits"), ("experiments", i, "stats_edits"))
-            if isinstance(exp.get("quantizer"), dict):
-                rules(exp["quantizer"].get("overrides"), ("experiments", i, "quantizer", "overrides"))
-    return found
-
-
 def _semantic_problems(data: dict[str, Any]) -> list[Problem]:
     problems = []
-    names = [e.get("name") for e in data.get("experiments") or [] if isinstance(e, dict)]
+    names = [e.get("name") for e in _as_list(data.get("experiments")) if isinstance(e, dict)]
     seen: set[str] = set()
     for i, n in enumerate(names):
         if n in seen:
             problems.append(Problem(("experiments", i, "name"), f"the experiment name '{n}' is used twice."))
         seen.add(n)
-    for i, exp in enumerate(data.get("experiments") or []):
+    for i, exp in enumerate(_as_list(data.get("experiments"))):
         if not isinstance(exp, dict):
             continue
         if "quantizer" not in exp and not isinstance(data.get("quantizer"), dict):
@@ -240,7 +225,7 @@ def _semantic_problems(data: dict[str, Any]) -> list[Problem]:
         )
     needs_stats = any(
         isinstance(e, dict) and e.get("quantizer", 0) is not None and "stats" not in e
-        for e in data.get("experiments") or []
+        for e in _as_list(data.get("experiments"))
     )
     if needs_stats and "stats" not in data and _base_quantizer_is_linear(data):
         problems.append(
@@ -258,8 +243,13 @@ def _base_quantizer_is_linear(data: dict[str, Any]) -> bool:
     return isinstance(q, dict) and q.get("name") == "post_train_linear"
 
 
-def validate(data: Any) -> list[Problem]:
-    """Every problem of a parsed schedule (structure, component names and args, regexes)."""
+def structure_problems(data: Any) -> list[Problem]:
+    """The problems found without any component: version, structure, numbers, output names, regexes.
+
+    Example:
+        >>> [p.message[:30] for p in structure_problems({"version": 1, "seed": 1.5})][:1]
+        ["the required key 'model' is mi"]
+    """
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}, not a mapping"
         return [Problem((), f"the schedule is {kind}; it must be a mapping starting with 'version: 1'.")]
@@ -272,12 +262,28 @@ def validate(data: Any) -> list[Problem]:
                 f"{SCHEDULE_VERSION}' schedules (see the README's schedule reference).",
             )
         ]
-    problems = schema_problems(data, skeleton_schema(), ())
+    nonfinite = nonfinite_problems(data)
+    located = {p.path for p in nonfinite}
+    # A non-finite number also breaks the schema's bounds: say it once, as not finite.
+    problems = nonfinite + [p for p in schema_problems(data, skeleton_schema(), ()) if p.path not in located]
+    return problems + output_name_problems(data) + regex_problems(data)
+
+
+def validate(data: Any) -> list[Problem]:
+    """Every problem of a parsed schedule (structure, component names and args, regexes).
+
+    Example:
+        >>> validate([1])[0].message
+        "the schedule is a list, not a mapping; it must be a mapping starting with 'version: 1'."
+    """
+    problems = structure_problems(data)
+    if not isinstance(data, dict) or data.get("version") != SCHEDULE_VERSION:
+        return problems
+    located = {p.path for p in problems}
     for path, kind, name_key, block in _component_blocks(data):
-        problems.extend(_args_problems(path, kind, name_key, block))
-    problems.extend(_experiment_overrides_problems(data))
+        problems.extend(p for p in _args_problems(path, kind, name_key, block) if p.path not in located)
+    problems.extend(p for p in _experiment_overrides_problems(data) if p.path not in located)
     problems.extend(_convert_name_problems(data))
-    problems.extend(_regex_problems(data))
     if not problems:
         problems.extend(_semantic_problems(data))
     return problems
@@ -309,18 +315,37 @@ def _import_plugins(data: Any, source: str, marks: Marks) -> None:
             raise PluginError(f"{where(source, marks, ('plugins', i))}: plugins[{i}]: {exc}") from None
 
 
+def _read(p: Path, source: str) -> tuple[Any, Marks]:
+    if not p.exists():
+        raise ScheduleError(f"{source}: no such schedule file. Check the path (relative to the current folder).")
+    try:
+        raw = read_regular_file(p, MAX_SCHEDULE_BYTES, "schedule file")
+    except CompressError as exc:
+        raise ScheduleError(str(exc)) from None
+    return parse_yaml(decode_text(raw, source, ScheduleError), source)
+
+
 def load_schedule(path: str | Path) -> Schedule:
-    """Read ``path``, import its plugins, validate it and return a :class:`Schedule`.
+    """Read ``path``, validate it, import its plugins, validate their components and return a :class:`Schedule`.
+
+    What can be checked without plugins (structure, numbers, names, regexes) is checked first: a schedule
+    with such problems never runs the code of its plugins.
 
     Raises:
         ScheduleError: with every problem of the file, each with line, column and YAML path.
         PluginError: a plugin named by the schedule or an entry point failed to import.
+
+    Example:
+        >>> load_schedule("no/such.yaml")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        compress.errors.ScheduleError: no/such.yaml: no such schedule file. ...
     """
     p = Path(path)
     source = str(path)
-    if not p.is_file():
-        raise ScheduleError(f"{source}: no such schedule file. Check the path (relative to the current folder).")
-    data, marks = parse_yaml(p.read_text(encoding="utf-8"), source)
+    data, marks = _read(p, source)
+    early = structure_problems(data)
+    if early and isinstance(data, dict) and data.get("plugins"):
+        raise report_problems(source, marks, early)  # before any plugin code runs
     _import_plugins(data, source, marks)
     problems = validate(data)
     if problems:

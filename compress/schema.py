@@ -16,11 +16,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from compress.fileio import PLAIN_NAME
 from compress.registry import REGISTRIES, Registry
 
 __all__ = ["SCHEDULE_VERSION", "skeleton_schema", "composed_schema", "COMPONENT_BLOCKS"]
 
 SCHEDULE_VERSION = 1
+
+# Names become file and folder names (runs/<name>/, <experiment>.qpt): plain names only, never '.' or '..'.
+_NAME = {"type": "string", "pattern": PLAIN_NAME, "description": "A plain name: letters, digits, '_', '.', '-'."}
 
 _ARGS = {"type": "object", "description": "Arguments of the named component (checked against its own schema)."}
 
@@ -59,7 +63,11 @@ _STATS = {
     "properties": {
         "source": {"type": "string", "description": "Registered stats source: collect, generate, file."},
         "args": _ARGS,
-        "save": {"type": "string", "description": "File name (in the report folder) of the stats written."},
+        "save": {
+            "type": "string",
+            "pattern": PLAIN_NAME,
+            "description": "File name (in the report folder) of the stats written: a plain name, no folder.",
+        },
         "edits": {"type": "array", "items": _edit_rule()},
     },
     "required": ["source"],
@@ -70,7 +78,7 @@ _EXPERIMENT = {
     "type": "object",
     "description": "A named variant; it changes the quantizer, its args or overrides, or the stats.",
     "properties": {
-        "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
+        "name": _NAME,
         "description": {"type": "string"},
         "quantizer": {
             "description": "Replace the base quantizer; null means the float model itself.",
@@ -105,10 +113,10 @@ def skeleton_schema() -> dict[str, Any]:
         "type": "object",
         "properties": {
             "version": {"const": SCHEDULE_VERSION, "description": "Schedule format version."},
-            "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
+            "name": _NAME,
             "description": {"type": "string"},
             "plugins": {"type": "array", "items": {"type": "string"}},
-            "seed": {"type": "integer", "minimum": 0},
+            "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
             "device": {"type": "string", "pattern": "^(auto|cpu|cuda(:[0-9]+)?)$"},
             "model": _component(
                 "The model factory, its args and checkpoint.", {"checkpoint": {"type": ["string", "null"]}}
@@ -123,7 +131,6 @@ def skeleton_schema() -> dict[str, Any]:
                 "type": "object",
                 "properties": {
                     "formats": {"type": "array", "items": {"enum": ["md", "json", "csv"]}, "uniqueItems": True},
-                    "out": {"type": "string"},
                     "layers_for": {"type": "string", "description": "Experiment whose per-layer table is shown."},
                 },
                 "additionalProperties": False,

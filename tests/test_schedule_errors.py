@@ -22,7 +22,7 @@ MIN_CORPUS = 25
 
 
 def expectation(path: Path) -> tuple[int, str, str]:
-    header = path.read_text().splitlines()[0]
+    header = path.read_bytes().split(b"\n", 1)[0].decode("utf-8")  # some files are not UTF-8 after line 1
     m = re.match(r"# expect: line=(\d+) path=(\S*) contains=(.*)$", header)
     assert m, f"{path.name} lacks its '# expect:' header"
     return int(m.group(1)), m.group(2), m.group(3)

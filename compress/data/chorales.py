@@ -139,6 +139,7 @@ def load_chorales(max_files: int | None = None) -> EventCorpus:
             "max_files": {
                 "type": ["integer", "null"],
                 "minimum": 3,
+                "maximum": 1_000_000,
                 "description": "Use only the first N chorales by file name (quick runs). Default: all (null).",
             }
         }

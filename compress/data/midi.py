@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,8 +27,8 @@ import numpy as np
 from compress.data.corpus import Encoded, EventCorpus, build_corpus, corpus_key, encode_notes, file_fingerprint
 from compress.data.events import Note, events_to_notes
 from compress.data.windows import WindowedEvents, windowed_schema
-from compress.errors import DataError
-from compress.fileio import atomic_write_with
+from compress.errors import CompressError, DataError
+from compress.fileio import atomic_write_with, read_regular_file
 from compress.registry import DATASETS
 
 __all__ = [
@@ -45,6 +46,7 @@ DRUM_CHANNEL = 9  # General MIDI percussion (channel 10, zero-based 9)
 TICKS_PER_BEAT = 220
 TEMPO_US_PER_BEAT = 500_000  # 120 bpm
 PIANO_PROGRAM = 0  # General MIDI acoustic grand piano (zero-based)
+MAX_MIDI_BYTES = 64 << 20  # a long piano performance is well under 1 MB
 
 
 def _mido() -> Any:
@@ -91,11 +93,33 @@ def read_notes(path: str | os.PathLike[str]) -> list[Note]:
     """
     mido = _mido()
     try:
-        midi = mido.MidiFile(str(path))
+        raw = read_regular_file(path, MAX_MIDI_BYTES, "MIDI file")
+    except CompressError as exc:
+        raise DataError(str(exc)) from None
+    if not raw:
+        raise DataError(f"Cannot read MIDI file '{path}': the file is empty.")
+    try:
+        midi = mido.MidiFile(file=io.BytesIO(raw))
+    except Exception as exc:  # mido raises many types for damaged files; all are the file's fault
+        raise DataError(f"Cannot read MIDI file '{path}': {_reason(exc)}.") from None
+    if not isinstance(midi.ticks_per_beat, int) or midi.ticks_per_beat <= 0:
+        raise DataError(
+            f"Cannot read MIDI file '{path}': its header gives {midi.ticks_per_beat} ticks per beat "
+            "(must be positive), so no time can be computed. The file is damaged or uses SMPTE timing."
+        )
+    try:
         messages = list(midi)  # iteration merges tracks and converts ticks to seconds
-    except (OSError, ValueError, EOFError, KeyError, IndexError) as exc:
-        raise DataError(f"Cannot read MIDI file '{path}': {exc}") from exc
+    except Exception as exc:
+        raise DataError(f"Cannot read MIDI file '{path}': {_reason(exc)}.") from None
     return _pair_notes(messages)
+
+
+def _reason(exc: Exception) -> str:
+    """A reason that is never blank (``EOFError()`` says nothing by itself)."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    if isinstance(exc, EOFError):
+        return "the file ends early (truncated)" + (f": {text}" if text else "")
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} (the file is damaged)"
 
 
 def _pair_notes(messages: Sequence[Any]) -> list[Note]:

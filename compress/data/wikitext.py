@@ -305,12 +305,20 @@ def _common_schema(max_vocab: int | None, min_count: int) -> dict:
         "calibration_split": _prop("string", "train", "Corpus split feeding calibration", **splits),
         "evaluation_split": _prop("string", "valid", "Corpus split that is evaluated", **splits),
         "bptt": _prop("integer", 35, "Rows (time steps) per batch", minimum=1, maximum=100000),
-        "eval_batch_size": _prop("integer", 10, "Columns of evaluation batches", minimum=1),
-        "calibration_batch_size": _prop("integer", 10, "Columns of calibration batches", minimum=1),
-        "calibration_batches": _prop(nullable_int, 64, "Use the first N calibration batches; null: all", minimum=1),
-        "max_vocab": _prop(nullable_int, max_vocab, "Vocabulary cap including <unk>; null: none", minimum=2),
-        "min_count": _prop("integer", min_count, "Minimum count in the train split of a vocabulary word", minimum=1),
-        "max_tokens": _prop(nullable_int, None, "Truncate each split to N tokens (quick runs); null: all", minimum=2),
+        "eval_batch_size": _prop("integer", 10, "Columns of evaluation batches", minimum=1, maximum=65536),
+        "calibration_batch_size": _prop("integer", 10, "Columns of calibration batches", minimum=1, maximum=65536),
+        "calibration_batches": _prop(
+            nullable_int, 64, "Use the first N calibration batches; null: all", minimum=1, maximum=1_000_000
+        ),
+        "max_vocab": _prop(
+            nullable_int, max_vocab, "Vocabulary cap including <unk>; null: none", minimum=2, maximum=10_000_000
+        ),
+        "min_count": _prop(
+            "integer", min_count, "Minimum count in the train split of a vocabulary word", minimum=1, maximum=2**31
+        ),
+        "max_tokens": _prop(
+            nullable_int, None, "Truncate each split to N tokens (quick runs); null: all", minimum=2, maximum=2**40
+        ),
         "vocab_sha256": _prop(
             ["string", "null"], None, "Fail unless the vocabulary has this fingerprint", pattern="^[0-9a-f]{64}$"
         ),

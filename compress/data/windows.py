@@ -57,16 +57,23 @@ def windowed_schema(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "calibration_batches": {
             "type": ["integer", "null"],
             "minimum": 1,
+            "maximum": 1_000_000,
             "description": "Calibration batches (8); null uses every window of the calibration split.",
         },
         "evaluation_batches": {
             "type": ["integer", "null"],
             "minimum": 1,
+            "maximum": 1_000_000,
             "description": "Score only the first N evaluation batches (quick runs). Default: all (null).",
         },
-        "seed": {"type": "integer", "minimum": 0, "description": "Seed of z and calibration sampling (0)."},
+        "seed": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 2**63 - 1,
+            "description": "Seed of z and calibration sampling (0).",
+        },
         "controls": {"type": "boolean", "description": "Feed the 24-dim controls (true) or the no-control flag."},
-        "init_dim": {"type": "integer", "minimum": 1, "description": "Width of z per window (32)."},
+        "init_dim": {"type": "integer", "minimum": 1, "maximum": 4096, "description": "Width of z per window (32)."},
     }
     properties.update(extra or {})
     return {"type": "object", "properties": properties, "additionalProperties": False}

@@ -21,7 +21,12 @@ __all__ = ["evaluate_perplexity", "summarize"]
 SCHEMA = {
     "type": "object",
     "properties": {
-        "max_batches": {"type": "integer", "minimum": 1, "description": "Evaluate only the first N batches."}
+        "max_batches": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1_000_000,
+            "description": "Evaluate only the first N batches.",
+        }
     },
     "additionalProperties": False,
 }

@@ -27,6 +27,7 @@ import torch
 
 from compress.errors import ModelError
 from compress.fileio import atomic_torch_save
+from compress.models.checks import check_state_dict, load_weights
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "read_checkpoint", "save_checkpoint"]
 
@@ -53,17 +54,17 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None
         compress.errors.ModelError: ...
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ModelError(f"Performance RNN checkpoint '{path}' does not exist; check the model's 'checkpoint' path.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign or unsafe pickles
-        raise ModelError(f"Cannot load checkpoint '{path}' with weights_only=True: {exc}") from exc
+    obj = load_weights(path, "checkpoint")
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         return _read_own(obj, path)
     if isinstance(obj, dict) and "model_state" in obj:
-        state = obj["model_state"]
-        config = {SESS_KEYS[k]: v for k, v in (obj.get("model_config") or {}).items() if k in SESS_KEYS}
+        state = check_state_dict(obj["model_state"], path)
+        raw_config = obj.get("model_config") or {}
+        if not isinstance(raw_config, dict):
+            raise ModelError(f"Checkpoint '{path}': 'model_config' must be a mapping, got {raw_config!r:.80}.")
+        config = {SESS_KEYS[k]: v for k, v in raw_config.items() if k in SESS_KEYS}
         return ({**config, "cell": _cell_of(state, path)} if config else None), state
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return None, obj
@@ -76,13 +77,23 @@ def _read_own(obj: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str
             f"Checkpoint '{path}' is version {obj.get('version')} of model '{obj.get('model')}'; this loader "
             f"reads version {CHECKPOINT_VERSION} of 'performance_rnn'."
         )
-    return dict(obj["args"]), obj["state_dict"]
+    for key in ("args", "state_dict"):
+        if key not in obj:
+            raise ModelError(f"Checkpoint '{path}' lacks '{key}'; the file is damaged or was not written by compress.")
+    if not isinstance(obj["args"], dict):
+        raise ModelError(f"Checkpoint '{path}': 'args' must be a mapping, got {obj['args']!r:.80}.")
+    return dict(obj["args"]), check_state_dict(obj["state_dict"], path)
 
 
 def _cell_of(state: dict[str, torch.Tensor], path: Path) -> str:
     w_ih, w_hh = state.get("gru.weight_ih_l0"), state.get("gru.weight_hh_l0")
     if w_ih is None or w_hh is None:
         raise ModelError(f"Checkpoint '{path}' has no 'gru.weight_ih_l0'/'gru.weight_hh_l0'; not a Performance RNN.")
+    if w_ih.dim() != 2 or w_hh.dim() != 2 or 0 in w_ih.shape or 0 in w_hh.shape:
+        raise ModelError(
+            f"Checkpoint '{path}': the recurrent weights have shapes {tuple(w_ih.shape)} and {tuple(w_hh.shape)}; "
+            "they must be non-empty matrices."
+        )
     gates = w_ih.shape[0] // w_hh.shape[1]
     if gates not in (3, 4):
         raise ModelError(f"Checkpoint '{path}': gru weights have {gates} gate blocks; expected 4 (LSTM) or 3 (GRU).")

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import ModelError
+from compress.models.checks import check_and_build, check_args
 from compress.models.perf_rnn_checkpoint import CHECKPOINT_FORMAT, read_checkpoint, save_checkpoint
 from compress.registry import MODELS
 from compress.utils import model_device, model_dtype
@@ -411,12 +412,7 @@ def performance_rnn(*, checkpoint: str | os.PathLike[str] | None = None, **args:
     explicit = {k: v for k, v in args.items() if v is not None}
     path = Path(checkpoint) if checkpoint is not None else None
     config, state = read_checkpoint(path) if path is not None else (None, None)
-    model = PerformanceRNN(**_resolve_args(explicit, config, path))
-    if state is not None:
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ModelError(
-                f"Checkpoint '{path}' does not fit the Performance RNN {model.arch_args()}: {exc}"
-            ) from exc
-    return model.eval()
+    resolved = _resolve_args(explicit, config, path)
+    if config is not None:  # the checkpoint's own args are input too: in range before anything is built
+        check_args(resolved, MODELS.get("performance_rnn").schema, path, "performance_rnn")
+    return check_and_build(lambda: PerformanceRNN(**resolved), state, path).eval()

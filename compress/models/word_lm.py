@@ -41,6 +41,7 @@ from torch import nn
 
 from compress.errors import ModelError
 from compress.fileio import atomic_torch_save
+from compress.models.checks import check_and_build, check_args, check_state_dict, load_weights
 from compress.registry import MODELS
 from compress.utils import model_device, model_dtype
 
@@ -256,12 +257,9 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
         'word_lm'
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ModelError(f"word_lm checkpoint {path} does not exist; fix the path.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types (pickle, zip, runtime) for a bad file
-        raise ModelError(f"cannot load word_lm checkpoint {path}: {exc}. Is it a torch checkpoint?") from exc
+    obj = load_weights(path, "checkpoint")
     if not isinstance(obj, dict):
         raise ModelError(f"word_lm checkpoint {path} holds a {type(obj).__name__}, not a dict or state dict.")
     return obj
@@ -273,7 +271,7 @@ def _merge_args(path: Path, ckpt: dict[str, Any], args: dict[str, Any]) -> dict[
             f"{path} is a compress checkpoint for model '{ckpt.get('model')}' version {ckpt.get('version')}, "
             "not word_lm version 1."
         )
-    merged = dict(ckpt.get("args") or {})
+    merged = dict(check_args(ckpt.get("args") or {}, _SCHEMA, path, "word_lm"))
     for key in _ARCH_KEYS:
         if key in args and key in merged and args[key] != merged[key]:
             raise ModelError(
@@ -294,19 +292,31 @@ def _build(args: dict[str, Any]) -> WordLM:
     return WordLM(**{"ninp": 200, "nhid": 200, "nlayers": 2, **kwargs})
 
 
-def _load_state(model: WordLM, state_dict: dict[str, Any], path: Path) -> None:
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"checkpoint {path} does not fit word_lm{model.compress_spec['args']}: {exc}") from exc
+def _checked_build(args: dict[str, Any], state_dict: Any, path: Path) -> WordLM:
+    """The model of ``args`` with ``state_dict`` loaded, checked on the meta device first (sizes, shapes)."""
+    check_args({k: v for k, v in args.items() if v is not None}, _SCHEMA, path, "word_lm")
+    # A tied checkpoint stores decoder.weight too, as the same tensor: the meta model lists it as well.
+    return check_and_build(lambda: _build(args), check_state_dict(state_dict, path), path)  # type: ignore[return-value]
+
+
+def _vocab(ckpt: dict[str, Any], path: Path) -> list[str] | None:
+    vocab = ckpt.get("vocab") or None
+    if vocab is not None and (not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab)):
+        raise ModelError(f"word_lm checkpoint {path}: 'vocab' must be a list of words.")
+    return vocab
 
 
 _SCHEMA = {
     "type": "object",
     "properties": {
-        "ntoken": {"type": "integer", "minimum": 2, "description": "Vocabulary size (from the checkpoint if given)."},
-        "ninp": {"type": "integer", "minimum": 1, "description": "Embedding size (default 200)."},
-        "nhid": {"type": "integer", "minimum": 1, "description": "LSTM hidden size (default 200)."},
+        "ntoken": {
+            "type": "integer",
+            "minimum": 2,
+            "maximum": 10_000_000,
+            "description": "Vocabulary size (from the checkpoint if given).",
+        },
+        "ninp": {"type": "integer", "minimum": 1, "maximum": 16384, "description": "Embedding size (default 200)."},
+        "nhid": {"type": "integer", "minimum": 1, "maximum": 16384, "description": "LSTM hidden size (default 200)."},
         "nlayers": {"type": "integer", "minimum": 1, "maximum": 16, "description": "LSTM layers (default 2)."},
         "dropout": {"type": "number", "minimum": 0, "maximum": 1, "description": "Dropout while training (default 0)."},
         "tie_weights": {"type": "boolean", "description": "Decoder shares the embedding matrix (default false)."},
@@ -345,14 +355,13 @@ def word_lm(*, checkpoint: str | Path | None = None, **args: Any) -> WordLM:
     path = Path(checkpoint)
     ckpt = load_checkpoint_file(path)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
-        model = _build(args)  # a plain state dict: the args describe the architecture
-        _load_state(model, ckpt, path)
+        model = _checked_build(args, ckpt, path)  # a plain state dict: the args describe the architecture
         model.vocab_sha256 = args.get("vocab_sha256")
         return model.eval()
-    model = _build(_merge_args(path, ckpt, args))
-    _load_state(model, ckpt.get("state_dict") or {}, path)
-    model.vocab = list(ckpt.get("vocab") or []) or None
-    model.vocab_sha256 = ckpt.get("vocab_sha256") or None
+    model = _checked_build(_merge_args(path, ckpt, args), ckpt.get("state_dict"), path)
+    model.vocab = _vocab(ckpt, path)
+    sha = ckpt.get("vocab_sha256") or None
+    model.vocab_sha256 = sha if isinstance(sha, str) else None
     return model.eval()
 
 

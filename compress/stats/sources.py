@@ -63,7 +63,12 @@ class StatsContext:
     schema={
         "type": "object",
         "properties": {
-            "batches": {"type": "integer", "minimum": 1, "description": "Calibration batches to use (default: all)."},
+            "batches": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 1_000_000,
+                "description": "Calibration batches to use (default: all).",
+            },
             "histogram_bins": _BINS,
         },
         "additionalProperties": False,
@@ -99,8 +104,18 @@ def collect_source(ctx: StatsContext, batches: int | None = None, histogram_bins
     schema={
         "type": "object",
         "properties": {
-            "batch_size": {"type": "integer", "minimum": 1, "description": "Sequences sampled at once (default 64)."},
-            "steps": {"type": "integer", "minimum": 1, "description": "Time steps sampled (default 100)."},
+            "batch_size": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 4096,
+                "description": "Sequences sampled at once (default 64).",
+            },
+            "steps": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100_000,
+                "description": "Time steps sampled (default 100).",
+            },
             "histogram_bins": _BINS,
         },
         "additionalProperties": False,

@@ -35,8 +35,9 @@ from typing import Any
 
 import yaml
 
-from compress.errors import StatsError
-from compress.fileio import atomic_write_text
+from compress.errors import CompressError, StatsError
+from compress.fileio import atomic_write_text, read_regular_file
+from compress.safeyaml import decode_text, load_yaml
 from compress.stats.stats import FORMAT_VERSION, RECORD_KEYS, Stats
 
 __all__ = ["save_stats", "load_stats", "HEADER_KEY"]
@@ -45,6 +46,9 @@ HEADER_KEY = "compress_stats"
 _HEADER_KEYS = {"version", "fingerprint", "source", "args", "seed", "date", "never_ran", "edits"}
 _FLOAT_KEYS = ("min", "max", "avg_min", "avg_max", "mean", "std", "b")
 _INT_KEYS = ("total_numel", "samples")
+# A stats file of a large model with 4096-bin histograms is a few MB; 256 MiB is far beyond any real one.
+MAX_STATS_BYTES = 256 << 20
+MAX_STATS_ALIAS_NODES = 100_000
 
 
 class _FlowList(list):
@@ -122,15 +126,11 @@ def load_stats(path: str | Path) -> Stats:
 
 def _read_yaml(p: Path) -> dict[str, Any]:
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise StatsError(f"Cannot read stats file '{p}': {e.strerror or e}. Check the path.") from e
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise StatsError(f"Stats file '{p}' is not valid YAML{at}: {getattr(e, 'problem', e)}.") from e
+        raw = read_regular_file(p, MAX_STATS_BYTES, "stats file")
+    except CompressError as e:
+        raise StatsError(str(e)) from None
+    # Bounded like a schedule (depth, aliases, duplicate keys); a real stats file has no aliases to speak of.
+    data, _ = load_yaml(decode_text(raw, str(p), StatsError), str(p), StatsError, alias_budget=MAX_STATS_ALIAS_NODES)
     if not isinstance(data, dict):
         raise StatsError(
             f"Stats file '{p}' must be a mapping of module names to statistics, got {type(data).__name__}."

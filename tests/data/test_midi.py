@@ -10,6 +10,7 @@ import torch
 
 from compress.data import midi
 from compress.data.events import Note
+from compress.data.midi import load_midi_folder, read_notes, write_notes
 from compress.errors import DataError
 from compress.registry import DATASETS
 
@@ -125,3 +126,47 @@ def test_midi_folder_needs_windows(tmp_path: Path) -> None:
         make(path=str(folder), evaluation_split="all", calibration_split="all", window=100000)
     with pytest.raises(DataError, match="does not exist"):
         make(path=str(tmp_path / "nope"))
+
+
+# --------------------------------------------------------------------------- bad files get a reason
+
+
+def _good_midi(tmp_path: Path) -> bytes:
+    path = tmp_path / "good.mid"
+    write_notes([Note(0.0, 0.5, 60, 80), Note(0.5, 1.0, 62, 80)], path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda b: b"", "the file is empty"),
+        (lambda b: b[:20], "ends early"),
+        (lambda b: b[:12] + b"\x00\x00" + b[14:], "0 ticks per beat"),  # MThd's division field
+        (lambda b: b"RIFF" + b[4:], "MThd"),
+    ],
+    ids=["empty", "truncated", "zero_ticks_per_beat", "bad_header"],
+)
+def test_bad_midi_files_name_the_file_and_the_reason(tmp_path: Path, mangle, reason: str) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(mangle(_good_midi(tmp_path)))
+    with pytest.raises(DataError) as info:
+        read_notes(bad)
+    message = str(info.value)
+    assert "bad.mid" in message and reason in message, message
+
+
+def test_zero_ticks_per_beat_in_a_folder_is_a_data_error_not_a_worker_crash(tmp_path: Path) -> None:
+    good = _good_midi(tmp_path)
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    for i in range(5):  # enough files for the worker pool
+        (folder / f"{i}.mid").write_bytes(good)
+    (folder / "3.mid").write_bytes(good[:12] + b"\x00\x00" + good[14:])
+    with pytest.raises(DataError, match=r"3.mid': its header gives 0 ticks per beat"):
+        load_midi_folder(folder)
+
+
+def test_a_midi_path_that_is_not_a_regular_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a regular file"):
+        read_notes("/dev/zero")

@@ -119,7 +119,7 @@ def test_fingerprint_ignores_values_and_device_but_not_dtype() -> None:
     ("text", "message"),
     [
         ("- a\n- b\n", "must be a mapping of module names"),
-        ("fc: {output: {min: 1.0, max: [\n", "not valid YAML at line 2"),
+        ("fc: {output: {min: 1.0, max: [\n", r"bad.yaml:2:1: the file is not valid YAML"),
         ("fc:\n  output: {min: abc, max: 1.0}\n", "module 'fc' output: 'min' must be a number, got 'abc'"),
         ("fc:\n  output: {min: 0.0}\n", "module 'fc' output: 'max' is required"),
         ("fc:\n  output: {min: 0.0, max: 1.0, maxx: 2.0}\n", r"unknown key\(s\) \['maxx'\]"),

@@ -14,6 +14,7 @@ key                content
                    code range, clip range), integer bias, accumulator width, ... (compress/quant/wrappers/factory.py)
 ``float_state``    parameters and buffers of everything that is not quantized (float layers, biases
                    of weight-only layers), named as in the unwrapped model
+``sha256``         the digest of everything above (compress/quant/artifact/integrity.py), checked on load
 =================  =====================================================================================
 
 Tensors of one dtype share one storage (one record in the file instead of one per tensor).
@@ -39,6 +40,7 @@ from torch import nn
 
 from compress.errors import QuantizationError
 from compress.fileio import atomic_torch_save
+from compress.quant.artifact.integrity import payload_digest
 from compress.quant.artifact.loading import FORMAT, OPS, VERSION, WEIGHTED, fresh_model, load_quantized
 from compress.quant.kernels.intmatmul import int8_shift
 from compress.quant.wrappers.base import Grid, QuantWrapper
@@ -272,7 +274,9 @@ def save_quantized(
         "weights": weights,
         "float_state": _float_state(model),
     }
-    atomic_torch_save(_pack(artifact), path)
+    packed = _pack(artifact)
+    packed["sha256"] = payload_digest(packed)  # checked on load before anything is built
+    atomic_torch_save(packed, path)
     return Path(path).stat().st_size
 
 

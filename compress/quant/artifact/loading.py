@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.errors import QuantizationError
+from compress.errors import ArtifactError, CompressError, QuantizationError
+from compress.fileio import open_regular_file
+from compress.quant.artifact.integrity import check_structure
 from compress.quant.config.plan import LayerPlan
 from compress.quant.fused.attach import attach_fused_loops
 from compress.quant.quantizer import module_paths, replace_module
@@ -31,10 +33,12 @@ from compress.quant.wrappers.params import (
 )
 from compress.registry import CONVERTERS, MODELS
 
-__all__ = ["FORMAT", "VERSION", "load_quantized", "fresh_model"]
+__all__ = ["FORMAT", "VERSION", "load_quantized", "read_artifact", "fresh_model"]
 
 FORMAT = "compress-quantized"
-VERSION = 1
+VERSION = 2  # 2: a payload digest ('sha256'); version 1 files (no digest) still load, structure-checked
+READABLE_VERSIONS = (1, 2)
+MAX_ARTIFACT_BYTES = 8 << 30
 
 OPS = {c.__name__: c for c in (EltwiseAddQuantWrapper, EltwiseMultQuantWrapper, ConcatQuantWrapper)}
 WEIGHTED = (LinearQuantWrapper, WeightFakeQuantWrapper, EmbeddingQuantWrapper)
@@ -62,9 +66,11 @@ def _load_float_state(model: nn.Module, state: dict[str, torch.Tensor]) -> set[i
         module = modules.get(owner)
         target = None if module is None else module._parameters.get(attr, module._buffers.get(attr))
         if target is None:
-            raise QuantizationError(f"The artifact stores '{key}', which the rebuilt model does not have.")
+            raise ArtifactError(f"it stores '{key}', which the rebuilt model does not have")
+        if target.shape != value.shape:
+            raise ArtifactError(f"'{key}' has shape {tuple(value.shape)}, the model needs {tuple(target.shape)}")
         with torch.no_grad():
-            if target.dtype == value.dtype and target.shape == value.shape:
+            if target.dtype == value.dtype:
                 target.copy_(value)
             else:
                 target.data = value.clone()
@@ -144,11 +150,48 @@ def load_quantized(path: str | os.PathLike[str], *, integer_kernels: str | None 
     Example:
         >>> # model = load_quantized("int8.qpt"); model.score_batch(batch)
     """
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = read_artifact(path)
+    try:
+        return _build(obj, integer_kernels)
+    except ArtifactError as exc:
+        raise ArtifactError(f"Artifact '{path}': {exc}") from None
+    except Exception as exc:  # the checks passed but the records still do not fit together
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(
+            f"Artifact '{path}' is inconsistent: rebuilding the model failed ({type(exc).__name__}: {detail}). "
+            "Export it again."
+        ) from None
+
+
+def read_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checked content of an artifact file: bounded weights-only read, format, version, digest, structure.
+
+    Example:
+        >>> read_artifact("/dev/zero")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        compress.errors.ArtifactError: ...
+    """
+    try:
+        f = open_regular_file(path, MAX_ARTIFACT_BYTES, "artifact")
+    except CompressError as exc:
+        raise ArtifactError(str(exc)) from None
+    with f:
+        try:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated zips, flipped bytes in the pickle, code: torch raises many types
+            raise ArtifactError(
+                f"Artifact '{path}' cannot be read: it is truncated, damaged or not an artifact "
+                f"({type(exc).__name__}). Export it again."
+            ) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise QuantizationError(f"{path} is not a compress quantized artifact (format '{FORMAT}').")
-    if obj.get("version") != VERSION:
-        raise QuantizationError(f"{path} has artifact version {obj.get('version')}; this compress reads {VERSION}.")
+        raise ArtifactError(f"{path} is not a compress quantized artifact (format '{FORMAT}').")
+    if obj.get("version") not in READABLE_VERSIONS:
+        raise ArtifactError(f"{path} has artifact version {obj.get('version')!r}; this compress reads {VERSION}.")
+    check_structure(path, obj, digest_required=obj["version"] >= 2)
+    return obj
+
+
+def _build(obj: dict[str, Any], integer_kernels: str | None) -> nn.Module:
     model = fresh_model(obj["model"]["name"], dict(obj["model"]["args"]), list(obj["converters"]))
     loaded = _load_float_state(model, obj["float_state"])
     weights = {key: _qweight(rec) for key, rec in obj["weights"].items()}
@@ -157,7 +200,7 @@ def load_quantized(path: str | os.PathLike[str], *, integer_kernels: str | None 
     for record in obj["layers"]:
         module = modules.get(record["name"])
         if module is None:
-            raise QuantizationError(f"The artifact has a layer '{record['name']}' the rebuilt model lacks.")
+            raise ArtifactError(f"it has a layer '{record['name']}' the rebuilt model lacks")
         wrapper = _rebuild(record, module, weights, integer_kernels, float_memo)
         if record.get("plan"):
             wrapper.layer_plan = LayerPlan(**record["plan"])
