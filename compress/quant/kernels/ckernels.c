@@ -48,12 +48,20 @@ static inline void requant_row(const Requant *p, int64_t m, double *restrict cod
     }
 }
 
-/* Dequantized float32 outputs: (code + out_zp) / out_scale, rounded once to float. scratch: [N]. */
-void requant_values_f32(const Requant *p, double out_zp, double out_scale, float *restrict out, double *restrict scratch) {
+/* Dequantized float32 outputs: (code + out_zp) / out_scale, rounded once to float. scratch: [N].
+ * lut (or NULL): that value per code, lut[code - qmin], computed once by the caller with the same float64
+ * operations; a lookup instead of an add, a divide and a conversion per output (wide decoders). */
+void requant_values_f32(const Requant *p, double out_zp, double out_scale, const float *lut, float *restrict out,
+                        double *restrict scratch) {
+    const double qmin = p->qmin;
     for (int64_t m = 0; m < p->M; m++) {
         requant_row(p, m, scratch);
         float *restrict o = out + m * p->N;
-        for (int64_t n = 0; n < p->N; n++) o[n] = (float)((scratch[n] + out_zp) / out_scale);
+        if (lut) {
+            for (int64_t n = 0; n < p->N; n++) o[n] = lut[(int32_t)(scratch[n] - qmin)];
+        } else {
+            for (int64_t n = 0; n < p->N; n++) o[n] = (float)((scratch[n] + out_zp) / out_scale);
+        }
     }
 }
 

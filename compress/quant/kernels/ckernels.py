@@ -155,7 +155,7 @@ class GruStep(ctypes.Structure):
 
 def _declare(lib: ctypes.CDLL) -> None:
     p, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
-    lib.requant_values_f32.argtypes = [p, f64, f64, p, p]
+    lib.requant_values_f32.argtypes = [p, f64, f64, p, p, p]
     lib.requant_affine_i32.argtypes = [p, i32, p, p, p]
     lib.requant_codes_u8.argtypes = [p, p, p]
     lib.quantize_i8.argtypes = [p, i64, f64, f64, f64, f64, i32, p]
@@ -261,7 +261,24 @@ def linear_values(fc: Any, x: torch.Tensor) -> torch.Tensor | None:
         return None
     out = torch.empty(*x.shape[:-1], fc.int_mm.out_features, dtype=x.dtype)
     zp, scale, fn = fc._floats["output"][1], float(fc.output_scale), library().requant_values_f32
-    return out if _rows(fc, x, lambda rq, rows, tmp: fn(ctypes.byref(rq), zp, scale, rows, tmp), out) else None
+    lut = ptr(_dequant_table(fc, zp))
+    return out if _rows(fc, x, lambda rq, rows, tmp: fn(ctypes.byref(rq), zp, scale, lut, rows, tmp), out) else None
+
+
+_MAX_TABLE_CODES = 4096  # beyond that (16-bit outputs) a table costs more cache than the division it saves
+
+
+def _dequant_table(fc: Any, zp: float) -> torch.Tensor | None:
+    """float32 value of every output code, ``(code + zp) / scale`` as the wrapper computes it, or None if too wide."""
+    cached = fc.__dict__.setdefault("_c_tables", RuntimeCache())
+    if "values" not in cached:
+        qmin, qmax = fc._qrange["output"]
+        table = None
+        if qmax - qmin < _MAX_TABLE_CODES:
+            codes = torch.arange(qmin, qmax + 1, dtype=torch.float64)
+            table = codes.add_(zp).div_(fc.output_scale.detach().cpu()).to(torch.float32).contiguous()
+        cached["values"] = table
+    return cached["values"]
 
 
 def linear_affine_codes(fc: Any, x: torch.Tensor, mul: int, offsets: torch.Tensor) -> torch.Tensor | None:
