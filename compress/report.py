@@ -38,11 +38,16 @@ __all__ = [
     "write_report",
     "fmt_bytes",
     "plan_table",
+    "experiment_line",
     "manifest",
 ]
 
 SQNR_KEY = "sqnr_db"
 TERMINAL_WORST_LAYERS = 8
+# The per-layer columns that explain a result (report.md); layers.csv and report.json keep every column.
+MD_LAYER_KEYS = ("module", "type", "kernel", "rule", "bits", "mode", "clip", "clip_range", "saturation_pct", SQNR_KEY)
+MD_LAYER_KEYS += ("note",)
+TERMINAL_LAYER_KEYS = ("module", "type", "rule", "bits", "mode", "clip", "saturation_pct", SQNR_KEY)
 
 
 def fmt_bytes(n: float) -> str:
@@ -118,12 +123,15 @@ def _display_comparison(rows: list[dict[str, Any]], base_name: str, checkpoint_b
     return out
 
 
-def _comparison_headers(rows: list[dict[str, Any]], base_name: str, checkpoint_bytes: int = 0) -> list[str]:
+def _comparison_headers(
+    rows: list[dict[str, Any]], base_name: str, checkpoint_bytes: int = 0, higher_is_better: bool = False
+) -> list[str]:
+    arrow = " ↑" if higher_is_better else " ↓"  # the evaluator's direction: which sign of Δ is a loss
     heads = ["experiment"]
     for k in rows[0]:
         if k in _NOT_METRICS:
             continue
-        heads.append(f"Δ vs {base_name}" if k == "delta_pct" else ("Δ" if k.startswith("delta_") else k))
+        heads.append(f"Δ vs {base_name}" if k == "delta_pct" else ("Δ" if k.startswith("delta_") else k + arrow))
     heads.append("weights")
     if any(r["artifact_bytes"] is not None for r in rows):
         heads.append(f"artifact (fp32: {fmt_bytes(checkpoint_bytes)})")
@@ -139,7 +147,7 @@ def comparison_table(result: RunResult, fmt: str) -> str:
     ckpt = result.checkpoint_bytes
     return tabulate(
         _display_comparison(rows, name, ckpt),
-        headers=_comparison_headers(rows, name, ckpt),
+        headers=_comparison_headers(rows, name, ckpt, bool(base and base.higher_is_better)),
         tablefmt=fmt,
         disable_numparse=True,
     )
@@ -186,10 +194,38 @@ def layer_table(rows: list[dict[str, Any]], fmt: str, limit: int | None = None) 
 
 
 def plan_table(rows: list[dict[str, Any]], fmt: str = "simple") -> str:
-    """The resolved per-layer plan (module, type, rule, settings) as a table."""
+    """The resolved per-layer plan as a table: for the built-ins' plans the per-layer report's columns.
+
+    Example:
+        >>> print(plan_table([{"module": "fc", "type": "Linear", "bits": "w4"}]))
+        module    type    bits
+        --------  ------  ------
+        fc        Linear  w4
+    """
+    from compress.quant.records import plan_summary  # only for LayerPlan-shaped rows (the built-ins')
+
+    shown = [plan_summary(r) if isinstance(r.get("settings"), dict) and "kind" in r else r for r in rows]
     return layer_table(
-        [{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows], fmt
+        [{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in r.items()} for r in shown], fmt
     )
+
+
+def experiment_line(done: list[ExperimentResult], e: ExperimentResult, total: int) -> str:
+    """One line for experiment ``e`` (the last of ``done``), printed as the study runs; the table comes at the end.
+
+    Example:
+        >>> done = [ExperimentResult("fp32", {"quantizer": None}, "ppl", 2.0, eval_seconds=1.0)]
+        >>> done.append(ExperimentResult("q8", {}, "ppl", 2.1, weight_bytes=1024, eval_seconds=0.5))
+        >>> experiment_line(done, done[1], 3)
+        '[2/3] q8: ppl 2.1000 (+5.00% vs fp32), weights 1.0 KiB, eval 0.50 s'
+    """
+    floats = [d for d in done if d.settings.get("quantizer") is None]
+    base = floats[0] if floats else None
+    vs = f" vs {base.name}" if base is not None else ""
+    parts = [f"{e.metric} {e.value:.4f} ({_delta(e.value, base.value if base else math.nan):+.2f}%{vs})"]
+    parts += [f"{k} {v:.4f}" for k, v in e.metrics.items() if k.startswith(e.metric + "_")]
+    parts += [f"weights {fmt_bytes(e.weight_bytes)}", f"eval {e.eval_seconds:.2f} s"]
+    return f"[{len(done)}/{total}] {e.name}: " + ", ".join(parts)
 
 
 def _settings_text(e: ExperimentResult) -> str:
@@ -210,16 +246,17 @@ def render_terminal(result: RunResult, out_dir: Path | None = None) -> str:
         parts += [
             "",
             f"worst {TERMINAL_WORST_LAYERS} layers of '{exp.name}' by SQNR (all in layers.csv):",
-            layer_table(_terminal_layer_rows(layer_rows(exp)), "simple", TERMINAL_WORST_LAYERS),
+            layer_table(_kept_columns(layer_rows(exp), TERMINAL_LAYER_KEYS), "simple", TERMINAL_WORST_LAYERS),
         ]
     if out_dir is not None:
-        parts += ["", f"report: {out_dir / 'report.md'}"]
+        parts += ["", f"report: {(out_dir / 'report.md').resolve()}"]
     return "\n".join(parts)
 
 
-def _terminal_layer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    keep = ("module", "type", "rule", "bits", "mode", "clip", SQNR_KEY, "saturation_pct")
-    return [{k: r[k] for k in r if k in keep} or r for r in rows]
+def _kept_columns(rows: list[dict[str, Any]], keep: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Only the ``keep`` columns (a column empty in every row is dropped too); rows with none of them stay whole."""
+    used = [k for k in keep if any(r.get(k) not in (None, "") for r in rows)]
+    return [{k: r.get(k) for k in used if k in r} or r for r in rows]
 
 
 def render_markdown(result: RunResult) -> str:
@@ -239,7 +276,8 @@ def render_markdown(result: RunResult) -> str:
     md += _conversion_md(result) + _stats_md(result) + _timings_md(result)
     exp = layers_experiment(result)
     if exp is not None:
-        md += [f"## Per-layer table: `{exp.name}` (worst SQNR first)", "", layer_table(layer_rows(exp), "github"), ""]
+        md += [f"## Per-layer table: `{exp.name}` (worst SQNR first; every column in layers.csv)", ""]
+        md += [layer_table(_kept_columns(layer_rows(exp), MD_LAYER_KEYS), "github"), ""]
     md += ["## Settings of each experiment", ""]
     for e in result.experiments:
         md += [f"### {e.name}", "", "```json", _settings_text(e), "```", ""]
@@ -292,6 +330,7 @@ def report_json(result: RunResult) -> dict[str, Any]:
                 "metric": e.metric,
                 "value": e.value,
                 "metrics": e.metrics,
+                "higher_is_better": e.higher_is_better,
                 "delta_pct": r["delta_pct"],
                 "weight_bytes": e.weight_bytes,
                 "artifact_bytes": e.artifact_bytes,
