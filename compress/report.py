@@ -28,6 +28,17 @@ from typing import Any
 from tabulate import tabulate
 
 from compress.fileio import atomic_write_json, atomic_write_text
+from compress.layer_tables import (
+    MD_LAYER_KEYS,
+    TERMINAL_LAYER_KEYS,
+    TERMINAL_WORST_LAYERS,
+    fmt_cell,
+    kept_columns,
+    layer_rows,
+    layer_table,
+    layers_experiment,
+    plan_table,
+)
 from compress.results import ExperimentResult, RunResult
 
 __all__ = [
@@ -41,13 +52,6 @@ __all__ = [
     "experiment_line",
     "manifest",
 ]
-
-SQNR_KEY = "sqnr_db"
-TERMINAL_WORST_LAYERS = 8
-# The per-layer columns that explain a result (report.md); layers.csv and report.json keep every column.
-MD_LAYER_KEYS = ("module", "type", "kernel", "rule", "bits", "mode", "clip", "clip_range", "saturation_pct", SQNR_KEY)
-MD_LAYER_KEYS += ("note",)
-TERMINAL_LAYER_KEYS = ("module", "type", "rule", "bits", "mode", "clip", "saturation_pct", SQNR_KEY)
 
 
 def fmt_bytes(n: float) -> str:
@@ -153,63 +157,6 @@ def comparison_table(result: RunResult, fmt: str) -> str:
     )
 
 
-def layers_experiment(result: RunResult) -> ExperimentResult | None:
-    """The experiment whose per-layer table is shown: ``report.layers_for`` or the last with layers."""
-    want = (result.schedule.data.get("report") or {}).get("layers_for")
-    with_layers = [e for e in result.experiments if e.layers]
-    for e in with_layers:
-        if e.name == want:
-            return e
-    return with_layers[-1] if with_layers else None
-
-
-def layer_rows(exp: ExperimentResult) -> list[dict[str, Any]]:
-    """Per-layer rows sorted by SQNR, worst first (rows without an SQNR go last)."""
-
-    def key(r: dict[str, Any]) -> float:
-        v = r.get(SQNR_KEY)
-        return v if isinstance(v, (int, float)) and not math.isnan(v) else math.inf
-
-    return sorted(exp.layers, key=key)
-
-
-def _fmt_cell(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt_cell(x) for x in v) + "]"
-    return "" if v is None else str(v)
-
-
-def layer_table(rows: list[dict[str, Any]], fmt: str, limit: int | None = None) -> str:
-    if not rows:
-        return "(no quantized layers)"
-    heads = list(rows[0])
-    for r in rows:
-        heads += [k for k in r if k not in heads]
-    shown = rows[:limit] if limit else rows
-    return tabulate(
-        [[_fmt_cell(r.get(h)) for h in heads] for r in shown], headers=heads, tablefmt=fmt, disable_numparse=True
-    )
-
-
-def plan_table(rows: list[dict[str, Any]], fmt: str = "simple") -> str:
-    """The resolved per-layer plan as a table: for the built-ins' plans the per-layer report's columns.
-
-    Example:
-        >>> print(plan_table([{"module": "fc", "type": "Linear", "bits": "w4"}]))
-        module    type    bits
-        --------  ------  ------
-        fc        Linear  w4
-    """
-    from compress.quant.records import plan_summary  # only for LayerPlan-shaped rows (the built-ins')
-
-    shown = [plan_summary(r) if isinstance(r.get("settings"), dict) and "kind" in r else r for r in rows]
-    return layer_table(
-        [{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in r.items()} for r in shown], fmt
-    )
-
-
 def experiment_line(done: list[ExperimentResult], e: ExperimentResult, total: int) -> str:
     """One line for experiment ``e`` (the last of ``done``), printed as the study runs; the table comes at the end.
 
@@ -245,18 +192,12 @@ def render_terminal(result: RunResult, out_dir: Path | None = None) -> str:
     if exp is not None:
         parts += [
             "",
-            f"worst {TERMINAL_WORST_LAYERS} layers of '{exp.name}' by SQNR (all in layers.csv):",
-            layer_table(_kept_columns(layer_rows(exp), TERMINAL_LAYER_KEYS), "simple", TERMINAL_WORST_LAYERS),
+            f"worst {min(TERMINAL_WORST_LAYERS, len(exp.layers))} layers of '{exp.name}' by SQNR (all in layers.csv):",
+            layer_table(kept_columns(layer_rows(exp), TERMINAL_LAYER_KEYS), "simple", TERMINAL_WORST_LAYERS),
         ]
     if out_dir is not None:
         parts += ["", f"report: {(out_dir / 'report.md').resolve()}"]
     return "\n".join(parts)
-
-
-def _kept_columns(rows: list[dict[str, Any]], keep: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Only the ``keep`` columns (a column empty in every row is dropped too); rows with none of them stay whole."""
-    used = [k for k in keep if any(r.get(k) not in (None, "") for r in rows)]
-    return [{k: r.get(k) for k in used if k in r} or r for r in rows]
 
 
 def render_markdown(result: RunResult) -> str:
@@ -277,7 +218,7 @@ def render_markdown(result: RunResult) -> str:
     exp = layers_experiment(result)
     if exp is not None:
         md += [f"## Per-layer table: `{exp.name}` (worst SQNR first; every column in layers.csv)", ""]
-        md += [layer_table(_kept_columns(layer_rows(exp), MD_LAYER_KEYS), "github"), ""]
+        md += [layer_table(kept_columns(layer_rows(exp), MD_LAYER_KEYS), "github"), ""]
     md += ["## Settings of each experiment", ""]
     for e in result.experiments:
         md += [f"### {e.name}", "", "```json", _settings_text(e), "```", ""]
@@ -353,7 +294,7 @@ def layers_csv(result: RunResult) -> str:
     writer = csv.DictWriter(buf, fieldnames=heads or ["experiment"])
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: _fmt_cell(v) if isinstance(v, (list, tuple)) else v for k, v in r.items()})
+        writer.writerow({k: fmt_cell(v) if isinstance(v, (list, tuple)) else v for k, v in r.items()})
     return buf.getvalue()
 
 

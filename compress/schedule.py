@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import PluginError, ScheduleError
+from compress.legacy import rewrite_mapping_overrides
 from compress.plugins import load_entry_point_plugins, load_plugins
 from compress.problems import Problem, schema_problems
 from compress.registry import REGISTRIES, suggest
@@ -288,6 +289,8 @@ def validate(data: Any) -> list[Problem]:
 
 def report_problems(source: str, marks: Marks, problems: list[Problem]) -> ScheduleError:
     """One ScheduleError whose message lists every problem with file:line:col and YAML path."""
+    # The skeleton schema and a quantizer's own schema can both see one mistake: say it once.
+    problems = list({(pr.path, pr.message): pr for pr in problems}.values())
     lines = [f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''}."]
     located = sorted(problems, key=lambda pr: line_col(marks, pr.path))
     for pr in located:
@@ -322,7 +325,8 @@ def load_schedule(path: str | Path) -> Schedule:
         raise ScheduleError(f"{source}: no such schedule file. Check the path (relative to the current folder).")
     data, marks = parse_yaml(p.read_text(encoding="utf-8"), source)
     _import_plugins(data, source, marks)
-    problems = validate(data)
+    legacy = rewrite_mapping_overrides(data, marks)  # the old tool's {regex: settings} overrides
+    problems = legacy + [pr for pr in validate(data) if not any(pr.path[: len(q.path)] == q.path for q in legacy)]
     if problems:
         raise report_problems(source, marks, problems)
     return Schedule(copy.deepcopy(data), p.resolve(), marks)
