@@ -32,6 +32,8 @@ _LAZY = {
     "evaluate_perplexity": "compress.evaluate",
     "save_quantized": "compress.quant",
     "load_quantized": "compress.quant",
+    "model_device": "compress.utils",
+    "model_dtype": "compress.utils",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -3,9 +3,9 @@
 User errors print one paragraph to stderr and exit with code 2; ``--debug`` adds the traceback.
 
 Example:
-    >>> main(["--list", "evaluators"])  # doctest: +ELLIPSIS
-    evaluators:
-      perplexity ...
+    >>> main(["--list", "converters"])  # doctest: +ELLIPSIS
+    converters:
+      rnn_to_modular ...
     0
 """
 
@@ -40,8 +40,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plan", action="store_true", help="validate, build and print the per-layer plan; no calibration or evaluation"
     )
-    p.add_argument("--out", type=Path, help="report folder (default runs/<schedule name>/)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="report folder (default runs/<schedule name>/ in the current folder; its files are replaced by a rerun)",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars and no per-experiment lines; the results table and the report path are still printed",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.add_argument(
         "--threads",
@@ -112,11 +120,20 @@ def _run(args: argparse.Namespace) -> int:
         result = engine.plan(schedule)
         print(_plan_text(result))
         return 0
-    out_dir = prepare_output_dir(args.out or Path("runs") / schedule.name)
-    result = engine.run(schedule, out_dir=out_dir, progress=not args.quiet)
-    report.write_report(result, out_dir)
+    out_dir = prepare_output_dir(args.out or Path("runs") / schedule.name).resolve()
+    done: list[engine.ExperimentResult] = []
+    total = len(schedule.data["experiments"])
+
+    def on_experiment(e: engine.ExperimentResult) -> None:  # flushed: `| tee` shows each row as it finishes
+        done.append(e)
+        if not args.quiet:
+            print(report.experiment_line(done, e, total), flush=True)
+
     if not args.quiet:
-        print(report.render_terminal(result, out_dir))
+        print(f"compress: {schedule.name}: {total} experiment(s); report in {out_dir}", flush=True)
+    result = engine.run(schedule, out_dir=out_dir, progress=not args.quiet, on_experiment=on_experiment)
+    report.write_report(result, out_dir)
+    print(report.render_terminal(result, out_dir), flush=True)
     return 0
 
 

@@ -250,6 +250,11 @@ def make_quantizer(qspec: dict[str, Any], model: torch.nn.Module, stats: Any) ->
     return QUANTIZERS.get(qspec["name"]).obj(model, stats=stats, **kwargs)
 
 
+def _uses_stats(qspec: dict[str, Any]) -> bool:
+    """Whether the quantizer reads calibration statistics (a class may say ``uses_stats = False``, as ``cast``)."""
+    return bool(getattr(QUANTIZERS.get(qspec["name"]).obj, "uses_stats", True))
+
+
 def evaluate(schedule: Schedule, model: torch.nn.Module, data: Any, progress: bool) -> tuple[dict[str, Any], float]:
     """Run the evaluator; returns its result and the wall time in seconds."""
     name, args = _component(schedule.data["evaluate"])
@@ -354,7 +359,7 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int) -> ExperimentResul
     qmodel, quantizer = model, None
     if qspec is not None:
         stats = None
-        if "stats" in schedule.data or "stats" in exp:
+        if ("stats" in schedule.data or "stats" in exp) and _uses_stats(qspec):
             with _timed(t, "stats"):
                 stats, er.stats_key = _experiment_stats(ctx, exp, i)
         with _timed(t, "quantize"), _at_quantizer(schedule, i):
@@ -365,6 +370,7 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int) -> ExperimentResul
     with _timed(t, "evaluate"):
         ev, er.eval_seconds = evaluate(schedule, qmodel, ctx.data, ctx.progress)
     er.metric, er.value, er.metrics = ev["metric"], float(ev["value"]), dict(ev.get("metrics", {}))
+    er.higher_is_better = bool(ev.get("higher_is_better", False))
     er.weight_bytes = weight_bytes(qmodel)
     if exp.get("export"):
         from compress.quant import save_quantized  # the artifact format belongs to the quant stage

@@ -28,6 +28,17 @@ from typing import Any
 from tabulate import tabulate
 
 from compress.fileio import atomic_write_json, atomic_write_text
+from compress.layer_tables import (
+    MD_LAYER_KEYS,
+    TERMINAL_LAYER_KEYS,
+    TERMINAL_WORST_LAYERS,
+    fmt_cell,
+    kept_columns,
+    layer_rows,
+    layer_table,
+    layers_experiment,
+    plan_table,
+)
 from compress.results import ExperimentResult, RunResult
 
 __all__ = [
@@ -38,11 +49,9 @@ __all__ = [
     "write_report",
     "fmt_bytes",
     "plan_table",
+    "experiment_line",
     "manifest",
 ]
-
-SQNR_KEY = "sqnr_db"
-TERMINAL_WORST_LAYERS = 8
 
 
 def fmt_bytes(n: float) -> str:
@@ -118,12 +127,15 @@ def _display_comparison(rows: list[dict[str, Any]], base_name: str, checkpoint_b
     return out
 
 
-def _comparison_headers(rows: list[dict[str, Any]], base_name: str, checkpoint_bytes: int = 0) -> list[str]:
+def _comparison_headers(
+    rows: list[dict[str, Any]], base_name: str, checkpoint_bytes: int = 0, higher_is_better: bool = False
+) -> list[str]:
+    arrow = " ↑" if higher_is_better else " ↓"  # the evaluator's direction: which sign of Δ is a loss
     heads = ["experiment"]
     for k in rows[0]:
         if k in _NOT_METRICS:
             continue
-        heads.append(f"Δ vs {base_name}" if k == "delta_pct" else ("Δ" if k.startswith("delta_") else k))
+        heads.append(f"Δ vs {base_name}" if k == "delta_pct" else ("Δ" if k.startswith("delta_") else k + arrow))
     heads.append("weights")
     if any(r["artifact_bytes"] is not None for r in rows):
         heads.append(f"artifact (fp32: {fmt_bytes(checkpoint_bytes)})")
@@ -139,57 +151,28 @@ def comparison_table(result: RunResult, fmt: str) -> str:
     ckpt = result.checkpoint_bytes
     return tabulate(
         _display_comparison(rows, name, ckpt),
-        headers=_comparison_headers(rows, name, ckpt),
+        headers=_comparison_headers(rows, name, ckpt, bool(base and base.higher_is_better)),
         tablefmt=fmt,
         disable_numparse=True,
     )
 
 
-def layers_experiment(result: RunResult) -> ExperimentResult | None:
-    """The experiment whose per-layer table is shown: ``report.layers_for`` or the last with layers."""
-    want = (result.schedule.data.get("report") or {}).get("layers_for")
-    with_layers = [e for e in result.experiments if e.layers]
-    for e in with_layers:
-        if e.name == want:
-            return e
-    return with_layers[-1] if with_layers else None
+def experiment_line(done: list[ExperimentResult], e: ExperimentResult, total: int) -> str:
+    """One line for experiment ``e`` (the last of ``done``), printed as the study runs; the table comes at the end.
 
-
-def layer_rows(exp: ExperimentResult) -> list[dict[str, Any]]:
-    """Per-layer rows sorted by SQNR, worst first (rows without an SQNR go last)."""
-
-    def key(r: dict[str, Any]) -> float:
-        v = r.get(SQNR_KEY)
-        return v if isinstance(v, (int, float)) and not math.isnan(v) else math.inf
-
-    return sorted(exp.layers, key=key)
-
-
-def _fmt_cell(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt_cell(x) for x in v) + "]"
-    return "" if v is None else str(v)
-
-
-def layer_table(rows: list[dict[str, Any]], fmt: str, limit: int | None = None) -> str:
-    if not rows:
-        return "(no quantized layers)"
-    heads = list(rows[0])
-    for r in rows:
-        heads += [k for k in r if k not in heads]
-    shown = rows[:limit] if limit else rows
-    return tabulate(
-        [[_fmt_cell(r.get(h)) for h in heads] for r in shown], headers=heads, tablefmt=fmt, disable_numparse=True
-    )
-
-
-def plan_table(rows: list[dict[str, Any]], fmt: str = "simple") -> str:
-    """The resolved per-layer plan (module, type, rule, settings) as a table."""
-    return layer_table(
-        [{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows], fmt
-    )
+    Example:
+        >>> done = [ExperimentResult("fp32", {"quantizer": None}, "ppl", 2.0, eval_seconds=1.0)]
+        >>> done.append(ExperimentResult("q8", {}, "ppl", 2.1, weight_bytes=1024, eval_seconds=0.5))
+        >>> experiment_line(done, done[1], 3)
+        '[2/3] q8: ppl 2.1000 (+5.00% vs fp32), weights 1.0 KiB, eval 0.50 s'
+    """
+    floats = [d for d in done if d.settings.get("quantizer") is None]
+    base = floats[0] if floats else None
+    vs = f" vs {base.name}" if base is not None else ""
+    parts = [f"{e.metric} {e.value:.4f} ({_delta(e.value, base.value if base else math.nan):+.2f}%{vs})"]
+    parts += [f"{k} {v:.4f}" for k, v in e.metrics.items() if k.startswith(e.metric + "_")]
+    parts += [f"weights {fmt_bytes(e.weight_bytes)}", f"eval {e.eval_seconds:.2f} s"]
+    return f"[{len(done)}/{total}] {e.name}: " + ", ".join(parts)
 
 
 def _settings_text(e: ExperimentResult) -> str:
@@ -209,17 +192,12 @@ def render_terminal(result: RunResult, out_dir: Path | None = None) -> str:
     if exp is not None:
         parts += [
             "",
-            f"worst {TERMINAL_WORST_LAYERS} layers of '{exp.name}' by SQNR (all in layers.csv):",
-            layer_table(_terminal_layer_rows(layer_rows(exp)), "simple", TERMINAL_WORST_LAYERS),
+            f"worst {min(TERMINAL_WORST_LAYERS, len(exp.layers))} layers of '{exp.name}' by SQNR (all in layers.csv):",
+            layer_table(kept_columns(layer_rows(exp), TERMINAL_LAYER_KEYS), "simple", TERMINAL_WORST_LAYERS),
         ]
     if out_dir is not None:
-        parts += ["", f"report: {out_dir / 'report.md'}"]
+        parts += ["", f"report: {(out_dir / 'report.md').resolve()}"]
     return "\n".join(parts)
-
-
-def _terminal_layer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    keep = ("module", "type", "rule", "bits", "mode", "clip", SQNR_KEY, "saturation_pct")
-    return [{k: r[k] for k in r if k in keep} or r for r in rows]
 
 
 def render_markdown(result: RunResult) -> str:
@@ -239,7 +217,8 @@ def render_markdown(result: RunResult) -> str:
     md += _conversion_md(result) + _stats_md(result) + _timings_md(result)
     exp = layers_experiment(result)
     if exp is not None:
-        md += [f"## Per-layer table: `{exp.name}` (worst SQNR first)", "", layer_table(layer_rows(exp), "github"), ""]
+        md += [f"## Per-layer table: `{exp.name}` (worst SQNR first; every column in layers.csv)", ""]
+        md += [layer_table(kept_columns(layer_rows(exp), MD_LAYER_KEYS), "github"), ""]
     md += ["## Settings of each experiment", ""]
     for e in result.experiments:
         md += [f"### {e.name}", "", "```json", _settings_text(e), "```", ""]
@@ -292,6 +271,7 @@ def report_json(result: RunResult) -> dict[str, Any]:
                 "metric": e.metric,
                 "value": e.value,
                 "metrics": e.metrics,
+                "higher_is_better": e.higher_is_better,
                 "delta_pct": r["delta_pct"],
                 "weight_bytes": e.weight_bytes,
                 "artifact_bytes": e.artifact_bytes,
@@ -314,7 +294,7 @@ def layers_csv(result: RunResult) -> str:
     writer = csv.DictWriter(buf, fieldnames=heads or ["experiment"])
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: _fmt_cell(v) if isinstance(v, (list, tuple)) else v for k, v in r.items()})
+        writer.writerow({k: fmt_cell(v) if isinstance(v, (list, tuple)) else v for k, v in r.items()})
     return buf.getvalue()
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from compress.errors import CompressError, PluginError, ScheduleError
 from compress.fileio import read_regular_file
+from compress.legacy import rewrite_mapping_overrides
 from compress.plugins import load_entry_point_plugins, load_plugins
 from compress.problems import Problem, schema_problems
 from compress.registry import REGISTRIES, suggest
@@ -294,6 +295,8 @@ def validate(data: Any) -> list[Problem]:
 
 def report_problems(source: str, marks: Marks, problems: list[Problem]) -> ScheduleError:
     """One ScheduleError whose message lists every problem with file:line:col and YAML path."""
+    # The skeleton schema and a quantizer's own schema can both see one mistake: say it once.
+    problems = list({(pr.path, pr.message): pr for pr in problems}.values())
     lines = [f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''}."]
     located = sorted(problems, key=lambda pr: line_col(marks, pr.path))
     for pr in located:
@@ -343,11 +346,16 @@ def load_schedule(path: str | Path) -> Schedule:
     p = Path(path)
     source = str(path)
     data, marks = _read(p, source)
-    early = structure_problems(data)
+    legacy = rewrite_mapping_overrides(data, marks)  # the old tool's {regex: settings} overrides, first
+
+    def with_legacy(found: list[Problem]) -> list[Problem]:  # a rewritten mapping's problem is reported once
+        return legacy + [pr for pr in found if not any(pr.path[: len(q.path)] == q.path for q in legacy)]
+
+    early = with_legacy(structure_problems(data))
     if early and isinstance(data, dict) and data.get("plugins"):
         raise report_problems(source, marks, early)  # before any plugin code runs
     _import_plugins(data, source, marks)
-    problems = validate(data)
+    problems = with_legacy(validate(data))
     if problems:
         raise report_problems(source, marks, problems)
     return Schedule(copy.deepcopy(data), p.resolve(), marks)

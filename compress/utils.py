@@ -1,4 +1,13 @@
-"""Small helpers shared by several stages (no stage logic here)."""
+"""Small helpers shared by several stages (no stage logic here).
+
+``model_device`` and ``model_dtype`` are public API for model authors (also as ``compress.model_device`` /
+``compress.model_dtype``): where and in which dtype a model, or a quantized copy of it, wants its inputs.
+
+Example:
+    >>> import compress
+    >>> compress.model_dtype(torch.nn.Linear(1, 1))
+    torch.float32
+"""
 
 from __future__ import annotations
 
@@ -31,14 +40,32 @@ def to_device(obj: Any, device: torch.device | str) -> Any:
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU when it has none)."""
+    """The device of the model's first parameter or buffer (CPU when it has none).
+
+    Public API (``compress.model_device``): a model's ``forward_batch``/``score_batch`` should move its batch
+    here rather than read ``self.<layer>.weight.device``, because in a quantized copy that layer may be a
+    wrapper without a ``weight``.
+
+    Example:
+        >>> model_device(torch.nn.Linear(2, 2))
+        device(type='cpu')
+    """
     for t in itertools.chain(model.parameters(), model.buffers()):  # lazily: called once per batch
         return t.device
     return torch.device("cpu")
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
-    """The dtype of the model's first floating-point parameter (float32 when none)."""
+    """The dtype a model's float inputs should be cast to: its first floating parameter outside quantization wrappers.
+
+    Public API (``compress.model_dtype``). A ``cast`` copy (``.half()``) answers float16; a quantized copy
+    with fp16 islands (an override ``fp16: true`` on some layers) still answers float32, because the
+    wrappers cast at their own boundaries. Float32 when the model has no floating parameter.
+
+    Example:
+        >>> model_dtype(torch.nn.Linear(2, 2).half()), model_dtype(torch.nn.Embedding(3, 2).double())
+        (torch.float16, torch.float64)
+    """
     # Parameters inside quantization wrappers (e.g. an fp16 island) do not set the model's input dtype.
     wrapped = {id(p) for m in model.modules() if getattr(m, "_compress_wrapper", False) for p in m.parameters()}
     for p in model.parameters():

@@ -1,9 +1,8 @@
-"""Shared fixtures: paths, the tiny checkpoints, and the plugin folder on sys.path."""
+"""Shared fixtures: paths, the tiny checkpoints, the test plugins and the example plugin (never installed)."""
 
 from __future__ import annotations
 
-import importlib.metadata
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 SCHEDULES = ROOT / "schedules"
 PLUGIN = ROOT / "examples" / "plugin_example"
+# First on the path for every test: this checkout's example plugin is the one imported, even where another
+# copy is installed (its entry point would otherwise import that copy the first time plugins are loaded).
+if str(PLUGIN) not in sys.path:
+    sys.path.insert(0, str(PLUGIN))
 
 
 @pytest.fixture
@@ -29,18 +32,26 @@ def plugin_path(monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def _installed() -> bool:
-    return any(
-        ep.value == "compress_plugin_example" for ep in importlib.metadata.entry_points(group="compress.plugins")
-    )
+def _fake_dist_info(site: Path) -> None:
+    """A dist-info that declares the example's ``compress.plugins`` entry point, as ``pip install`` would write."""
+    info = site / "compress_plugin_example_tests-0.0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: compress-plugin-example-tests\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text("[compress.plugins]\nexample = compress_plugin_example\n")
 
 
 @pytest.fixture(scope="session")
-def installed_plugin() -> None:
-    """Install the example (editable, no dependencies: it needs only compress) unless it already is."""
-    if not _installed():
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(PLUGIN)]
-        subprocess.run(cmd, check=True, capture_output=True)
-    # An editable install is seen by new interpreters (its .pth file); this one needs the folder on its path.
-    if str(PLUGIN) not in sys.path:
-        sys.path.insert(0, str(PLUGIN))
+def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The example plugin importable and declared as an entry point, without installing anything.
+
+    Returns the environment for a subprocess: ``PYTHONPATH`` puts this checkout, the plugin's folder and a
+    temporary site folder (holding only a generated dist-info with the entry point) before everything else,
+    so this checkout's copies win over any installed ones (in this process the folder is already on the path).
+    """
+    site = tmp_path_factory.mktemp("plugin_site")
+    _fake_dist_info(site)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(PLUGIN), str(site), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
+    return env

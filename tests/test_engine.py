@@ -17,7 +17,7 @@ from tests.conftest import FIXTURES, PLUGIN, ROOT
 
 
 @pytest.fixture
-def schedule_copy(installed_plugin: None, tmp_path: Path) -> Path:
+def schedule_copy(plugin_env: dict[str, str], tmp_path: Path) -> Path:
     """The plugin schedule copied to a temporary folder (so relative paths resolve there)."""
     import compress_plugin_example  # noqa: F401  (registers the plugin's components in this process)
 
@@ -41,7 +41,7 @@ def test_run_writes_every_report_file(schedule_copy: Path, tmp_path: Path) -> No
     assert list(out.glob("stats-*.yaml")), "the statistics used must be saved next to the report"
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["schedule_sha256"]) == 64 and manifest["versions"]["torch"]
-    assert [e["name"] for e in data["experiments"]] == ["fp32", "pow2_w8", "pow2_w4"]
+    assert [e["name"] for e in data["experiments"]] == ["fp32", "pow2_w8", "pow2_w4", "int8"]
     assert data["experiments"][0]["delta_pct"] == 0.0
     assert "| experiment" in (out / "report.md").read_text()
 

@@ -40,7 +40,7 @@ def _music21() -> Any:
     try:
         import music21
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise DataError("The bach_chorales dataset needs music21: pip install 'compress[music]'.") from exc
+        raise DataError("The bach_chorales dataset needs music21: pip install 'compress-rnn-ptq[music]'.") from exc
     return music21
 
 

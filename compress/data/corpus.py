@@ -21,12 +21,14 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from compress.data.events import ENCODING_VERSION, Note, compute_controls, notes_to_events
 from compress.errors import DataError
@@ -144,10 +146,20 @@ def corpus_key(parts: object) -> str:
 
 
 def _convert_all(paths: Sequence[Path], convert: Callable[[Path], Encoded], workers: int) -> list[Encoded]:
-    if workers <= 1 or len(paths) < 4:
-        return [convert(p) for p in paths]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(convert, paths, chunksize=4))
+    # The first conversion takes minutes on a busy machine: a bar on a terminal (disable=None: off when piped).
+    bar = tqdm(total=len(paths), desc="converting (once, then cached)", unit="file", disable=None, leave=False)
+    try:
+        if workers <= 1 or len(paths) < 4:
+            return [_ticked(convert(p), bar) for p in paths]
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            return [_ticked(e, bar) for e in pool.map(convert, paths, chunksize=4)]
+    finally:
+        bar.close()
+
+
+def _ticked(item: Encoded, bar: tqdm) -> Encoded:
+    bar.update()
+    return item
 
 
 def build_corpus(
@@ -184,7 +196,8 @@ def build_corpus(
                 return corpus
         except (OSError, ValueError, KeyError) as exc:  # a damaged cache is rebuilt, not fatal
             log.warning("Rebuilding unreadable corpus cache %s (%s)", path, exc)
-    log.info("Converting %d files for %s (cached at %s)", len(paths), prefix, path)
+    # Said on stderr even when piped: a first run is otherwise minutes of silence.
+    print(f"{prefix}: converting {len(paths)} files once; later runs read the cache {path}", file=sys.stderr)
     corpus = EventCorpus.from_files(names, _convert_all(paths, convert, workers))
     corpus.save(path)
     return corpus

@@ -53,7 +53,9 @@ def _mido() -> Any:
     try:
         import mido
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise DataError("Reading or writing MIDI needs the 'mido' package: pip install 'compress[music]'.") from exc
+        raise DataError(
+            "Reading or writing MIDI needs the 'mido' package: pip install 'compress-rnn-ptq[music]'."
+        ) from exc
     return mido
 
 

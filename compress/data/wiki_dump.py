@@ -89,8 +89,8 @@ def gensim_dump_path() -> Path:
     except ImportError as exc:
         raise DataError(
             "The 'gensim_wiki' dataset reads the Wikipedia excerpt shipped with gensim, but gensim is not "
-            "installed. Install it with `pip install compress[text]` (or `pip install gensim`), or use the "
-            "'wikitext' dataset with a local folder."
+            "installed. Install it with `pip install 'compress-rnn-ptq[text]'` (or `pip install gensim`), "
+            "or use the 'wikitext' dataset with a local folder."
         ) from exc
     path = Path(gensim.__file__).parent / "test" / "test_data" / DUMP_NAME
     if not path.is_file():

@@ -71,4 +71,4 @@ def evaluate_perplexity(
                 acc[0] += float(s)
                 acc[1] += int(n)
     metrics = summarize({g: (s, int(n)) for g, (s, n) in sums.items()})
-    return {"metric": "perplexity", "value": metrics["perplexity"], "metrics": metrics}
+    return {"metric": "perplexity", "value": metrics["perplexity"], "metrics": metrics, "higher_is_better": False}

@@ -45,6 +45,8 @@ class CastQuantizer:
         'float'
     """
 
+    uses_stats = False  # a cast needs no calibration: the engine collects none for it
+
     def __init__(self, model: nn.Module, stats: Mapping[str, Any] | None = None, dtype: str = "float16") -> None:
         if dtype not in _DTYPES:
             raise QuantizationError(f"cast: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}.")

@@ -269,7 +269,8 @@ class PostTrainLinearQuantizer:
             wrapper = build_wrapper(modules[plan.name], plan, stats.get(plan.name), ctx)
             if wrapper is not None:
                 replace_module(paths, modules[plan.name], wrapper)
-        attach_fused_loops(model)
+        # A cell left to run op by op is slower; the report says why (an fp16 op inside it, wider grids, ...).
+        self.log += [f"{cell}: no fused integer loop ({why})" for cell, why in attach_fused_loops(model).items()]
         return model, plans
 
     def layer_records(
@@ -298,7 +299,11 @@ def _leave_float(plans: list[LayerPlan], never_ran: set[str], log: list[str]) ->
 
     (e.g. a sampling-only softmax that teacher-forced calibration never calls.)
     """
-    note = "did not run during calibration: left in float"
+    # Why, in the note itself: the report shows it on every experiment that quantizes such a model.
+    note = (
+        "not called during calibration, so it has no ranges: left in float (e.g. a softmax used only for "
+        "sampling; a metric that never calls it is unaffected)"
+    )
     hit = [p.name for p in plans if p.name in never_ran and p.kind in _NEEDS_STATS]
     if hit:
         log.append(f"{note}: {', '.join(hit)}")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from compress.quant.config.plan import LayerPlan
+from compress.quant.config.settings import default_settings
 
 __all__ = [
     "ROW_KEYS",
@@ -29,6 +30,7 @@ __all__ = [
     "bits_text",
     "mode_text",
     "clip_text",
+    "plan_summary",
     "capture_outputs",
     "sqnr_by_layer",
     "layer_rows",
@@ -60,6 +62,7 @@ ROW_KEYS = (
     "note",
 )
 
+_DEFAULTS = default_settings()
 _USES_ACTS = ("linear", "eltwise_add", "eltwise_mult", "concat", "fake")
 _USES_WTS = ("linear", "weights_only", "embedding")
 
@@ -114,6 +117,32 @@ def clip_text(plan: LayerPlan) -> str:
     if text == "percentile" and s["clip_percentile"] is not None:
         text += f"({s['clip_percentile']:g})"
     return text + ("+half" if s["clip_half_range"] else "")
+
+
+def plan_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """A plan entry (a :class:`LayerPlan` as a dict) in the per-layer report's terms, for ``--plan``.
+
+    Example:
+        >>> from compress.quant.config.settings import default_settings
+        >>> plan = LayerPlan("fc", "Linear", None, "", "linear", default_settings(per_channel_wts=True))
+        >>> row = plan_summary(vars(plan))
+        >>> row["bits"], row["mode"], row["clip"], row["per_channel"]
+        ('a8 w8 acc32', 'symmetric', 'none', True)
+    """
+    plan = LayerPlan(**{k: row[k] for k in ("name", "module_type", "rule", "rule_text", "kind", "settings", "note")})
+    full = {**_DEFAULTS, **plan.settings}  # cast plans carry only their precision
+    shown = LayerPlan(plan.name, plan.module_type, plan.rule, plan.rule_text, plan.kind, full, plan.note)
+    return {
+        "module": plan.name,
+        "type": plan.module_type,
+        "kind": plan.kind,
+        "rule": plan.rule_text or plan.rule,
+        "bits": bits_text(shown),
+        "mode": mode_text(shown),
+        "clip": clip_text(shown),
+        "per_channel": full["per_channel_wts"] if plan.kind in _USES_WTS else None,
+        "note": plan.note,
+    }
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:

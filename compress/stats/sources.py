@@ -137,8 +137,9 @@ def generate_source(
     """
     if not callable(getattr(ctx.model, "sample_for_calibration", None)):
         raise StatsError(
-            f"Stats source 'generate' needs a model with sample_for_calibration(); {type(ctx.model).__name__} "
-            "has none. Use the 'collect' source instead."
+            f"Stats source 'generate' needs a model with sample_for_calibration(batch_size, steps, generator); "
+            f"{type(ctx.model).__name__} has none (the method is optional: only this source calls it). Use "
+            "'source: collect', which calibrates on the dataset's calibration batches, or add the method."
         )
     args = {"batch_size": batch_size, "steps": steps, "histogram_bins": histogram_bins}
     return collect_stats(

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.registry import MODELS
+from compress.utils import model_device
 from compress_plugin_example.data import DEFAULT_TEXT, VOCAB, encode
 
 SCHEMA = {
@@ -38,8 +39,8 @@ class CharGRU(nn.Module):
         return self.head(out), h
 
     def forward_batch(self, batch: Any, state: Any = None) -> tuple[torch.Tensor, Any]:
-        device = self.head.weight.device
-        return self(batch[0].to(device), state)
+        # model_device, not self.head.weight: in a quantized copy `head` may be a wrapper without `.weight`.
+        return self(batch[0].to(model_device(self)), state)
 
     def score_batch(self, batch: Any, state: Any = None) -> tuple[dict[str, tuple[float, int]], Any]:
         logits, h = self.forward_batch(batch, None)
@@ -48,10 +49,11 @@ class CharGRU(nn.Module):
         return {"all": (float(nll), y.numel())}, h
 
     def sample_for_calibration(self, batch_size: int, steps: int, generator: torch.Generator) -> None:
+        """Optional: only the ``generate`` statistics source calls it (greedy decoding from random characters)."""
         x = torch.randint(len(VOCAB), (1, batch_size), generator=generator)
         h = None
         for _ in range(steps):
-            logits, h = self(x.to(self.head.weight.device), h)
+            logits, h = self(x.to(model_device(self)), h)
             x = logits.argmax(-1).cpu()
 
 
@@ -77,6 +79,8 @@ def build_char_gru(
 ) -> CharGRU:
     torch.manual_seed(seed)
     model = CharGRU(hidden)
+    # Loading an exported .qpt artifact calls this factory again with checkpoint=None (the artifact holds the
+    # weights): keep that call cheap and deterministic. Here it retrains briefly, which is seeded.
     if checkpoint is not None:
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     else:
