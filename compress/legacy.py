@@ -38,7 +38,8 @@ def overrides_locations(data: dict[str, Any]) -> list[tuple[Path_, dict[str, Any
                 found.append((path + ("args",), block["args"]))
 
     add(("quantizer",), data.get("quantizer"))
-    for i, exp in enumerate(data.get("experiments") or []):
+    experiments = data.get("experiments")
+    for i, exp in enumerate(experiments if isinstance(experiments, list) else []):  # other types: the schema says
         add(("experiments", i), exp)
         if isinstance(exp, dict):
             add(("experiments", i, "quantizer"), exp.get("quantizer"))
