@@ -12,9 +12,9 @@ same int32 result, so which one runs is a question of speed only (dispatch.py pi
   int32, which cannot overflow (the caller proved the whole sum fits). Runs at BLAS fp32 speed on any CPU.
   It needs the IEEE float32 matmul (``torch.get_float32_matmul_precision() == "highest"``): under a
   TF32/bf16 setting it steps aside to ``int_mm`` for that call.
-- ``c``: the C kernel ``gemm_s8s32`` (ckernels.c): 16-bit multiply-adds into int32 (AVX2 ``vpmaddwd``, or
-  ``vpdpwssd`` where the CPU has AVX-VNNI / AVX-512 VNNI), which cannot overflow or saturate for 8-bit
-  codes. Strong for few rows (batch-1 generation reads a quarter of the fp32 bytes).
+- ``c``: the C kernel ``gemm_s8s32`` (ckernels.c): 16-bit multiply-adds into int32 (AVX2 ``vpmaddwd``),
+  which cannot overflow or saturate for 8-bit codes. Strong for few rows (batch-1 generation reads a
+  quarter of the fp32 bytes) and on AVX2-only CPUs, where it beats an AVX2 fp32 GEMM.
 
 Example:
     >>> a = torch.tensor([[1, -128], [127, 3]], dtype=torch.int8)

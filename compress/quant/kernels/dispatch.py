@@ -230,7 +230,7 @@ def describe() -> str:
     info, result = cpu_info(), probe()
     lines = [f"CPU: {info['model']} ({info['machine']}); ISA flags: {' '.join(info['flags']) or 'none of interest'}"]
     lib = ckernels.library()
-    isa = {0: "scalar", 1: "AVX2 vpmaddwd", 2: "VNNI vpdpwssd"}
+    isa = {0: "scalar", 1: "AVX2 vpmaddwd"}
     c_state = "not built" if lib is None else f"built ({isa.get(lib.gemm_s8s32_isa(), '?')})"
     lines += [f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); C kernels: {c_state}"]
     env = os.environ.get(ENV)
