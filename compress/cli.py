@@ -18,6 +18,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from compress.distributed.team import RemoteFailure
 from compress.errors import CompressError
 from compress.fileio import prepare_output_dir
 
@@ -103,6 +104,7 @@ def _kernels(threads: int) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from compress import engine, report
+    from compress.distributed import join
     from compress.schedule import load_schedule
 
     set_threads(args.threads)
@@ -113,10 +115,13 @@ def _run(args: argparse.Namespace) -> int:
         print(_plan_text(result))
         return 0
     out_dir = prepare_output_dir(args.out or Path("runs") / schedule.name)
-    result = engine.run(schedule, out_dir=out_dir, progress=not args.quiet)
-    report.write_report(result, out_dir)
-    if not args.quiet:
-        print(report.render_terminal(result, out_dir))
+    with join() as team:  # one process unless torchrun started this one (see compress.distributed)
+        result = engine.run(schedule, out_dir=out_dir, progress=not args.quiet, team=team)
+        # Only the writer writes, and only after every rank finished: a failure anywhere leaves no report.
+        if team.writer:
+            report.write_report(result, out_dir)
+            if not args.quiet:
+                print(report.render_terminal(result, out_dir))
     return 0
 
 
@@ -175,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RemoteFailure as exc:  # one process of a torchrun launch failed; rank 0 shows the error once
+        if not exc.quiet:
+            print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
