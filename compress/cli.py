@@ -17,6 +17,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 from compress.distributed.team import RemoteFailure
 from compress.errors import CompressError
@@ -103,25 +104,31 @@ def _kernels(threads: int) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from compress import engine, report
     from compress.distributed import join
-    from compress.schedule import load_schedule
 
     set_threads(args.threads)
+    # Joined before the schedule is read: an error on any rank, even a bad schedule, is then shown once.
+    with join() as team:  # one process unless torchrun started this one (see compress.distributed)
+        return team.guard(lambda: _study(args, team))
+
+
+def _study(args: argparse.Namespace, team: Any) -> int:
+    from compress import engine, report
+    from compress.schedule import load_schedule
 
     schedule = load_schedule(args.schedule)
     if args.plan:
         result = engine.plan(schedule)
-        print(_plan_text(result))
+        if team.writer:
+            print(_plan_text(result))
         return 0
     out_dir = prepare_output_dir(args.out or Path("runs") / schedule.name)
-    with join() as team:  # one process unless torchrun started this one (see compress.distributed)
-        result = engine.run(schedule, out_dir=out_dir, progress=not args.quiet, team=team)
-        # Only the writer writes, and only after every rank finished: a failure anywhere leaves no report.
-        if team.writer:
-            report.write_report(result, out_dir)
-            if not args.quiet:
-                print(report.render_terminal(result, out_dir))
+    result = engine.run(schedule, out_dir=out_dir, progress=not args.quiet, team=team)
+    # Only the writer writes, and only after every rank finished: a failure anywhere leaves no report.
+    if team.writer:
+        report.write_report(result, out_dir)
+        if not args.quiet:
+            print(report.render_terminal(result, out_dir))
     return 0
 
 

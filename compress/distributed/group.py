@@ -74,8 +74,8 @@ class GroupTeam(Team):
         except (KeyError, ValueError) as exc:
             raise CompressError(f"torchrun's environment is incomplete or not numbers ({exc}).") from None
         backend = env.get("COMPRESS_DIST_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
-        if backend == "nccl":
-            torch.cuda.set_device(local % max(torch.cuda.device_count(), 1))
+        if torch.cuda.is_available():  # device 'auto'/'cuda' then means this local rank's GPU
+            torch.cuda.set_device(local % torch.cuda.device_count())
         try:
             if not dist.is_initialized():
                 dist.init_process_group(backend, timeout=_timeout(env), rank=rank, world_size=size)
