@@ -377,7 +377,7 @@ def _run(
     with _timed(t, "stats"):
         _statistics(ctx)
     experiments = schedule.data["experiments"]
-    where = place([_experiment_work(ctx, exp) for exp in experiments], team.size)
+    where = place([_experiment_work(ctx, exp) for exp in experiments], team.size, team.placement)
     finished: dict[int, ExperimentResult] = {}
     for i, exp in enumerate(experiments):
         if where[i].here(team.rank):
@@ -497,7 +497,7 @@ def _statistics(ctx: _Study) -> None:
     schedule, team = ctx.schedule, ctx.team
     needed = _stats_needed(schedule)
     units = [Work(key, shardable=lambda spec=spec: _stats_shardable(ctx, spec)) for key, (spec, _) in needed.items()]
-    where = place(units, team.size)
+    where = place(units, team.size, team.placement)
     mine: dict[str, Any] = {}
     for (key, (spec, path)), w in zip(needed.items(), where, strict=True):
         if w.here(team.rank):

@@ -43,6 +43,13 @@ def _timeout(env: Mapping[str, str]) -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
+def _placement(env: Mapping[str, str]) -> str:
+    mode = env.get("COMPRESS_DIST_PLACEMENT", "auto")
+    if mode not in ("auto", "spread", "shard"):
+        raise CompressError(f"COMPRESS_DIST_PLACEMENT must be auto, spread or shard, got {mode!r}.")
+    return mode
+
+
 class _Failure:
     """What a failing rank gives the others at its next exchange."""
 
@@ -84,7 +91,9 @@ class GroupTeam(Team):
                 f"rank {rank} could not join the other {size - 1} process(es) ({exc}). Check MASTER_ADDR/"
                 "MASTER_PORT (or torchrun's --rdzv-endpoint) and that every node runs the same command."
             ) from None
-        return cls(rank, size, local, backend)
+        team = cls(rank, size, local, backend)
+        team.placement = _placement(env)
+        return team
 
     def exchange(self, obj: T) -> list[T]:
         """Every rank's ``obj``; raises at once (on every rank) when any rank gave a failure."""
@@ -146,6 +155,3 @@ class GroupTeam(Team):
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
-
-    def describe(self) -> dict[str, Any]:
-        return {"processes": self.size, "backend": self.backend}

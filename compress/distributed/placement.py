@@ -68,8 +68,11 @@ class Placement:
         return f"sharded over {self.size} processes" if self.owner is None else f"rank {self.owner}"
 
 
-def place(units: list[Work], size: int) -> list[Placement]:
+def place(units: list[Work], size: int, mode: str = "auto") -> list[Placement]:
     """Apply the module's rule to ``units`` for ``size`` processes.
+
+    ``mode`` ``spread`` or ``shard`` overrides the rule (every unit spread; every shardable unit sharded),
+    for measuring it (``COMPRESS_DIST_PLACEMENT``); a pinned unit still runs on the writer.
 
     Example:
         >>> [p.owner for p in place([Work("a"), Work("b", pinned_to_writer=True), Work("c")], size=2)]
@@ -77,7 +80,7 @@ def place(units: list[Work], size: int) -> list[Placement]:
     """
     if size <= 1:
         return [Placement(u.name, 0, 1) for u in units]
-    spread_count = len(units) - len(units) % size
+    spread_count = {"spread": len(units), "shard": 0}.get(mode, len(units) - len(units) % size)
     load = [0] * size
     for u in units:
         if u.pinned_to_writer:

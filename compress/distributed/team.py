@@ -40,6 +40,7 @@ class Team:
     size: int = 1
     local_rank: int = 0
     backend: str = "none"
+    placement: str = "auto"  # the rule of compress.distributed.placement, or 'spread'/'shard' to measure it
 
     @property
     def writer(self) -> bool:
@@ -70,7 +71,7 @@ class Team:
             >>> SoloTeam().describe()["processes"]
             1
         """
-        return {"processes": self.size, "backend": self.backend}
+        return {"processes": self.size, "backend": self.backend, "placement": self.placement}
 
 
 class SoloTeam(Team):
