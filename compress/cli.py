@@ -5,7 +5,7 @@ User errors print one paragraph to stderr and exit with code 2; ``--debug`` adds
 Example:
     >>> main(["--list", "evaluators"])  # doctest: +ELLIPSIS
     evaluators:
-      perplexity ...
+    ...perplexity ...
     0
 """
 

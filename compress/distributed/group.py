@@ -111,10 +111,12 @@ class GroupTeam(Team):
         try:
             dist.all_gather_object(out, obj)
         except (RuntimeError, ValueError) as exc:  # a peer died (connection closed) or timed out
-            self._stopped = True
-            raise CompressError(
+            self._stopped = True  # not a user error (exit 1), but said here: the rank that stopped cannot
+            raise RemoteFailure(
                 f"rank {self.rank}: another process of this run stopped or stopped answering ({exc}). "
-                "Look at the other ranks' output (torchrun prints which one exited and how)."
+                "Look at the other ranks' output (torchrun prints which one exited and how).",
+                EXIT_FAILURE,
+                quiet=False,
             ) from None
         return out
 
@@ -148,7 +150,7 @@ class GroupTeam(Team):
     def _announce(self, exc: BaseException) -> None:
         try:
             self._all_gather(_Failure(self.rank, exc))
-        except CompressError:
+        except RemoteFailure:
             pass  # the others are gone already
         self._stopped = True
 
