@@ -57,6 +57,7 @@ def run(schedule: str | Path, *, out: str | Path | None = None, progress: bool =
     """
     import compress.components  # noqa: F401
     from compress import engine, report
+    from compress.distributed import join
     from compress.fileio import prepare_output_dir
     from compress.plugins import load_entry_point_plugins
     from compress.schedule import load_schedule
@@ -68,6 +69,8 @@ def run(schedule: str | Path, *, out: str | Path | None = None, progress: bool =
     load_entry_point_plugins()
     s = load_schedule(schedule)
     out_dir = prepare_output_dir(Path(out) if out is not None else Path("runs") / s.name)
-    result = engine.run(s, out_dir=out_dir, progress=progress)
-    report.write_report(result, out_dir)
+    with join() as team:  # one process unless torchrun started this one
+        result = engine.run(s, out_dir=out_dir, progress=progress, team=team)
+        if team.writer:
+            report.write_report(result, out_dir)
     return result

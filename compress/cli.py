@@ -17,7 +17,9 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
+from compress.distributed.team import RemoteFailure
 from compress.errors import CompressError
 from compress.fileio import prepare_output_dir
 
@@ -110,30 +112,41 @@ def _kernels(threads: int) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from compress import engine, report
-    from compress.schedule import load_schedule
+    from compress.distributed import join
 
     set_threads(args.threads)
+    # Joined before the schedule is read: an error on any rank, even a bad schedule, is then shown once.
+    with join() as team:  # one process unless torchrun started this one (see compress.distributed)
+        return team.guard(lambda: _study(args, team))
+
+
+def _study(args: argparse.Namespace, team: Any) -> int:
+    from compress import engine, report
+    from compress.schedule import load_schedule
 
     schedule = load_schedule(args.schedule)
     if args.plan:
         result = engine.plan(schedule)
-        print(_plan_text(result))
+        if team.writer:
+            print(_plan_text(result))
         return 0
     out_dir = prepare_output_dir(args.out or Path("runs") / schedule.name).resolve()
     done: list[engine.ExperimentResult] = []
     total = len(schedule.data["experiments"])
+    show = team.writer and not args.quiet  # one voice: the writer rank prints
 
     def on_experiment(e: engine.ExperimentResult) -> None:  # flushed: `| tee` shows each row as it finishes
         done.append(e)
-        if not args.quiet:
+        if show:
             print(report.experiment_line(done, e, total), flush=True)
 
-    if not args.quiet:
+    if show:
         print(f"compress: {schedule.name}: {total} experiment(s); report in {out_dir}", flush=True)
-    result = engine.run(schedule, out_dir=out_dir, progress=not args.quiet, on_experiment=on_experiment)
-    report.write_report(result, out_dir)
-    print(report.render_terminal(result, out_dir), flush=True)
+    result = engine.run(schedule, out_dir=out_dir, progress=not args.quiet, team=team, on_experiment=on_experiment)
+    # Only the writer writes, and only after every rank finished: a failure anywhere leaves no report.
+    if team.writer:
+        report.write_report(result, out_dir)
+        print(report.render_terminal(result, out_dir), flush=True)
     return 0
 
 
@@ -192,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RemoteFailure as exc:  # one process of a torchrun launch failed; rank 0 shows the error once
+        if not exc.quiet:
+            print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -25,6 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from compress.distributed import Placement, Team, Work, join, place
+from compress.distributed.shards import (
+    StatsShards,
+    batches_independent,
+    can_shard_evaluator,
+    gather,
+    sharded_evaluate,
+    share,
+)
 from compress.errors import CompressError, ConversionError, ModelError, QuantizationError
 from compress.fileio import output_file, prepare_output_dir
 from compress.registry import CONVERTERS, DATASETS, EVALUATORS, MODELS, QUANTIZERS, STATS_SOURCES
@@ -198,8 +207,9 @@ def collect_stats(
     data: Any,
     device: torch.device,
     progress: bool,
+    shards: Any = None,
 ) -> Any:
-    """Statistics from the named source (collect / generate / file)."""
+    """Statistics from the named source (collect / generate / file); ``shards``: see ``StatsContext``."""
     from compress.stats import StatsContext  # the stats package owns the context type
 
     ctx = StatsContext(
@@ -209,6 +219,7 @@ def collect_stats(
         seed=int(schedule.data.get("seed", 0)),
         progress=progress,
         base_dir=schedule.base_dir,
+        shards=shards,
     )
     with _at(schedule, path):
         entry = STATS_SOURCES.get(spec["source"])
@@ -255,12 +266,22 @@ def _uses_stats(qspec: dict[str, Any]) -> bool:
     return bool(getattr(QUANTIZERS.get(qspec["name"]).obj, "uses_stats", True))
 
 
-def evaluate(schedule: Schedule, model: torch.nn.Module, data: Any, progress: bool) -> tuple[dict[str, Any], float]:
-    """Run the evaluator; returns its result and the wall time in seconds."""
+def evaluate(
+    schedule: Schedule, model: torch.nn.Module, data: Any, progress: bool, shard_over: Team | None = None
+) -> tuple[dict[str, Any], float]:
+    """Run the evaluator (on this rank's share of the batches, merged, when ``shard_over`` is given).
+
+    Returns its result and the wall time in seconds.
+    """
     name, args = _component(schedule.data["evaluate"])
     start = time.perf_counter()
     with _at(schedule, ("evaluate",)):
-        result = EVALUATORS.get(name).obj(model, data, progress=progress, **args)
+        fn = EVALUATORS.get(name).obj
+        result = (
+            sharded_evaluate(shard_over, fn, model, data, progress, args)
+            if shard_over
+            else fn(model, data, progress=progress, **args)
+        )
     return result, time.perf_counter() - start
 
 
@@ -307,12 +328,34 @@ def run(
     out_dir: Path,
     progress: bool = True,
     on_experiment: Callable[[ExperimentResult], None] | None = None,
+    team: Team | None = None,
 ) -> RunResult:
-    """Run every stage of ``schedule`` and return the results (the report stage writes them)."""
+    """Run every stage of ``schedule`` and return the results (the report stage writes them).
+
+    ``team`` (default: :func:`compress.distributed.join`, one process unless torchrun started this one)
+    says where each statistics source and experiment runs; on every rank the returned result holds every
+    experiment, but only ``team.writer`` has written files.
+    """
+    own = team is None
+    team = team or join()
+    try:
+        return team.guard(lambda: _run(schedule, team, out_dir, progress and team.writer, on_experiment))
+    finally:
+        if own:
+            team.close()
+
+
+def _run(
+    schedule: Schedule,
+    team: Team,
+    out_dir: Path,
+    progress: bool,
+    on_experiment: Callable[[ExperimentResult], None] | None,
+) -> RunResult:
     _seed(schedule)
     device = _device(schedule)
     prepare_output_dir(out_dir)  # before any work: an --out that cannot be a folder fails at once
-    result = RunResult(schedule, str(device))
+    result = RunResult(schedule, str(device), distribution=team.describe())
     t = result.timings
     with _timed(t, "build"):
         float_model = build_model(schedule, device)
@@ -325,13 +368,33 @@ def run(
     _warm_up(data)
     calib_batch = _first_batch(data, "calibration")
     ctx = _Study(
-        schedule, model, data, device, calib_batch, result, progress, out_dir, _float_reference(model, calib_batch)
+        schedule,
+        model,
+        data,
+        device,
+        calib_batch,
+        result,
+        progress,
+        out_dir,
+        _float_reference(model, calib_batch),
+        team,
     )
-    for i, exp in enumerate(schedule.data["experiments"]):
-        er = _run_experiment(ctx, exp, i)
-        result.experiments.append(er)
-        if on_experiment:
-            on_experiment(er)
+    with _timed(t, "stats"):
+        _statistics(ctx)
+    experiments = schedule.data["experiments"]
+    where = place([_experiment_work(ctx, exp) for exp in experiments], team.size, team.placement)
+    finished: dict[int, ExperimentResult] = {}
+    for i, exp in enumerate(experiments):
+        if where[i].here(team.rank):
+            finished[i] = er = _run_experiment(ctx, exp, i, where[i])
+            if on_experiment and team.writer:
+                on_experiment(er)
+    result.experiments, result.distribution["timings_by_rank"] = gather(team, finished, len(experiments), t)
+    if on_experiment and team.writer:  # rows that other ranks ran, in schedule order
+        for i, er in enumerate(result.experiments):
+            if i not in finished:
+                on_experiment(er)
+    result.distribution["experiments"] = {p.name: p.how() for p in where}
     return result
 
 
@@ -348,10 +411,11 @@ class _Study:
     progress: bool
     out_dir: Path
     reference: FloatReference  # the float model's per-module outputs on calib_batch, for every experiment's layer rows
+    team: Team
     stats_cache: dict[str, Any] = field(default_factory=dict)
 
 
-def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int) -> ExperimentResult:
+def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) -> ExperimentResult:
     schedule, model, result = ctx.schedule, ctx.model, ctx.result
     t = result.timings
     qspec = experiment_quantizer(schedule, exp)
@@ -361,14 +425,14 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int) -> ExperimentResul
         stats = None
         if ("stats" in schedule.data or "stats" in exp) and _uses_stats(qspec):
             with _timed(t, "stats"):
-                stats, er.stats_key = _experiment_stats(ctx, exp, i)
+                stats, er.stats_key = ctx.stats_cache[_experiment_stats_key(ctx.schedule, exp, i)]
         with _timed(t, "quantize"), _at_quantizer(schedule, i):
             quantizer = make_quantizer(qspec, model, stats)
             er.plan = _plan_rows(quantizer)
             qmodel = quantizer.prepare_model().eval()
             er.notes = list(getattr(quantizer, "log", []))
     with _timed(t, "evaluate"):
-        ev, er.eval_seconds = evaluate(schedule, qmodel, ctx.data, ctx.progress)
+        ev, er.eval_seconds = evaluate(schedule, qmodel, ctx.data, ctx.progress, ctx.team if where.sharded else None)
     er.metric, er.value, er.metrics = ev["metric"], float(ev["value"]), dict(ev.get("metrics", {}))
     er.higher_is_better = bool(ev.get("higher_is_better", False))
     er.weight_bytes = weight_bytes(qmodel)
@@ -377,7 +441,7 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int) -> ExperimentResul
 
         with _timed(t, "export"), _at(schedule, ("experiments", i, "export")):
             er.artifact_bytes = save_quantized(qmodel, output_file(ctx.out_dir, f"{er.name}.qpt", "an artifact"))
-    if quantizer is not None:
+    if quantizer is not None and where.reports(ctx.team.rank):  # a sharded experiment reports on rank 0 only
         with _timed(t, "layer_report"):
             er.layers = _layer_records(ctx, quantizer)
     er.settings["stats"] = result.stats.get(er.stats_key or "", {}).get("spec")
@@ -424,31 +488,81 @@ def _run_batch(model: torch.nn.Module, batch: Any) -> None:
         model.score_batch(batch, None)
 
 
-def _experiment_stats(ctx: _Study, exp: dict[str, Any], i: int) -> tuple[Any, str]:
-    """The experiment's statistics: collected once per distinct source, then its own edits applied."""
+def _stats_needed(schedule: Schedule) -> dict[str, tuple[dict[str, Any], tuple[Any, ...]]]:
+    """Key -> (spec, YAML path) of every distinct statistics source an experiment uses, in schedule order."""
+    needed: dict[str, tuple[dict[str, Any], tuple[Any, ...]]] = {}
+    for i, exp in enumerate(schedule.data["experiments"]):
+        if experiment_quantizer(schedule, exp) is not None and ("stats" in schedule.data or "stats" in exp):
+            spec, path = _stats_for_experiment(schedule, exp, i)
+            needed.setdefault(_stats_key(spec), (spec, path))
+    return needed
+
+
+def _statistics(ctx: _Study) -> None:
+    """Collect each distinct source once (where the team places it), then give every rank all of them."""
+    schedule, team = ctx.schedule, ctx.team
+    needed = _stats_needed(schedule)
+    units = [Work(key, shardable=lambda spec=spec: _stats_shardable(ctx, spec)) for key, (spec, _) in needed.items()]
+    where = place(units, team.size, team.placement)
+    mine: dict[str, Any] = {}
+    for (key, (spec, path)), w in zip(needed.items(), where, strict=True):
+        if w.here(team.rank):
+            shards = StatsShards(team) if w.sharded else None
+            stats = collect_stats(schedule, spec, path, ctx.model, ctx.data, ctx.device, ctx.progress, shards)
+            if w.reports(team.rank):
+                mine[key] = edit_stats(schedule, stats, list(spec.get("edits") or []), path + ("edits",))
+    _register_stats(ctx, needed, share(team, mine))
+    files = {ctx.result.stats[key]["file"]: w.how() for key, w in zip(needed, where, strict=True)}
+    ctx.result.distribution["statistics"] = files
+
+
+def _stats_shardable(ctx: _Study, spec: dict[str, Any]) -> bool:
+    source = STATS_SOURCES.get(spec["source"]).obj
+    return getattr(source, "shardable", False) is True and batches_independent(ctx.model, ctx.data, "calibration")
+
+
+def _register_stats(ctx: _Study, needed: dict[str, Any], shared: dict[str, tuple[Any, list[str]]]) -> None:
+    """Save (on the writer) and cache every source's statistics and every experiment's edited copy."""
     schedule, result, cache = ctx.schedule, ctx.result, ctx.stats_cache
-    spec, path = _stats_for_experiment(schedule, exp, i)
-    key = _stats_key(spec)
-    if key not in cache:
-        stats = collect_stats(schedule, spec, path, ctx.model, ctx.data, ctx.device, ctx.progress)
-        stats, log = edit_stats(schedule, stats, list(spec.get("edits") or []), path + ("edits",))
-        fname = spec.get("save") or f"stats-{spec['source']}-{len(cache)}.yaml"
-        with _at(schedule, path + ("save",)):
-            stats.save(output_file(ctx.out_dir, fname, "a statistics file"))
-        cache[key] = stats
-        result.stats[key] = {"spec": {k: v for k, v in spec.items()}, "file": fname, "edits": log}
-    stats = cache[key]
+    for i, exp in enumerate(schedule.data["experiments"]):
+        if experiment_quantizer(schedule, exp) is None or not ("stats" in schedule.data or "stats" in exp):
+            continue
+        spec, path = _stats_for_experiment(schedule, exp, i)
+        key = _stats_key(spec)
+        if key not in result.stats:
+            stats, log = shared[key]
+            fname = spec.get("save") or f"stats-{spec['source']}-{len(cache)}.yaml"
+            if ctx.team.writer:
+                with _at(schedule, path + ("save",)):
+                    stats.save(output_file(ctx.out_dir, fname, "a statistics file"))
+            cache[key] = (stats, key)
+            result.stats[key] = {"spec": {k: v for k, v in spec.items()}, "file": fname, "edits": log}
+        extra = list(exp.get("stats_edits") or [])
+        if extra:
+            ekey = key + json.dumps(extra, sort_keys=True)
+            stats, log = edit_stats(schedule, cache[key][0], extra, ("experiments", i, "stats_edits"))
+            cache[ekey] = (stats, ekey)
+            result.stats.setdefault(
+                ekey,
+                {
+                    "spec": {**spec, "edits": list(spec.get("edits") or []) + extra},
+                    "file": result.stats[key]["file"],
+                    "edits": log,
+                },
+            )
+
+
+def _experiment_stats_key(schedule: Schedule, exp: dict[str, Any], i: int) -> str:
+    key = _stats_key(_stats_for_experiment(schedule, exp, i)[0])
     extra = list(exp.get("stats_edits") or [])
-    if extra:
-        stats, log = edit_stats(schedule, stats, extra, ("experiments", i, "stats_edits"))
-        ekey = key + json.dumps(extra, sort_keys=True)
-        result.stats.setdefault(
-            ekey,
-            {
-                "spec": {**spec, "edits": list(spec.get("edits") or []) + extra},
-                "file": result.stats[key]["file"],
-                "edits": log,
-            },
-        )
-        return stats, ekey
-    return stats, key
+    return key + json.dumps(extra, sort_keys=True) if extra else key
+
+
+def _experiment_work(ctx: _Study, exp: dict[str, Any]) -> Work:
+    """An experiment as a unit to place: shardable when its evaluator merges shards and batches are independent."""
+
+    def shardable() -> bool:
+        fn = EVALUATORS.get(ctx.schedule.data["evaluate"]["name"]).obj
+        return can_shard_evaluator(fn) and batches_independent(ctx.model, ctx.data, "evaluation")
+
+    return Work(exp["name"], shardable=shardable, pinned_to_writer=bool(exp.get("export")))

@@ -214,7 +214,7 @@ def render_markdown(result: RunResult) -> str:
         comparison_table(result, "github"),
         "",
     ]
-    md += _conversion_md(result) + _stats_md(result) + _timings_md(result)
+    md += _conversion_md(result) + _stats_md(result) + _timings_md(result) + _distribution_md(result)
     exp = layers_experiment(result)
     if exp is not None:
         md += [f"## Per-layer table: `{exp.name}` (worst SQNR first; every column in layers.csv)", ""]
@@ -254,6 +254,22 @@ def _timings_md(result: RunResult) -> list[str]:
     return ["## Stage times", "", tabulate(rows, headers=["stage", "seconds"], tablefmt="github"), ""] if rows else []
 
 
+def _distribution_md(result: RunResult) -> list[str]:
+    d = result.distribution
+    if d.get("processes", 1) <= 1:
+        return []
+    out = ["## Processes", "", f"{d['processes']} processes (backend {d.get('backend')}); where each part ran:", ""]
+    rows = [["statistics", f"`{k}`", v] for k, v in d.get("statistics", {}).items()]
+    rows += [["experiment", f"`{k}`", v] for k, v in d.get("experiments", {}).items()]
+    out += [tabulate(rows, headers=["part", "name", "ran on"], tablefmt="github"), ""]
+    times = d.get("timings_by_rank") or []
+    if times:
+        stages = list(dict.fromkeys(k for t in times for k in t))
+        trows = [[f"rank {r}"] + [f"{t.get(k, 0.0):.2f}" for k in stages] for r, t in enumerate(times)]
+        out += ["Stage seconds by rank:", "", tabulate(trows, headers=["", *stages], tablefmt="github"), ""]
+    return out
+
+
 def report_json(result: RunResult) -> dict[str, Any]:
     """The machine-readable report (version 1)."""
     return {
@@ -264,6 +280,7 @@ def report_json(result: RunResult) -> dict[str, Any]:
         "checkpoint_bytes": result.checkpoint_bytes,
         "conversions": result.conversions,
         "timings": result.timings,
+        "distribution": result.distribution,
         "stats": list(result.stats.values()),
         "experiments": [
             {
@@ -312,6 +329,8 @@ def manifest(result: RunResult) -> dict[str, Any]:
         "schedule_sha256": hashlib.sha256(canonical.encode()).hexdigest(),
         "seed": result.schedule.data.get("seed", 0),
         "device": result.device,
+        "processes": result.distribution.get("processes", 1),
+        "distribution": result.distribution,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {
             "compress": compress.__version__,

@@ -45,3 +45,5 @@ class RunResult:
     experiments: list[ExperimentResult] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     checkpoint_bytes: int = 0  # the float model's state dict (what its fp32 checkpoint stores)
+    # processes, backend, where each statistics source and experiment ran, each rank's stage times
+    distribution: dict[str, Any] = field(default_factory=dict)

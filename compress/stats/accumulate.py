@@ -195,6 +195,53 @@ class TensorAccumulator:
         if abs(mean2 - mean1) > _REPLAY_RTOL * (abs(mean1) + std1) + 1e-300:
             raise StatsError(_replay_message(module, slot, f"mean {mean1!r} in pass 1, {mean2!r} in pass 2"))
 
+    def first_state(self) -> dict[str, Any] | None:
+        """Pass 1 as a record (no ``b``), or None before any data: what other ranks' shards merge with."""
+        if not self.ran:
+            return None
+        return {k: v for k, v in self.record().items() if k not in ("b", "histogram")}
+
+    def load_first(self, rec: dict[str, Any] | None) -> None:
+        """Replace pass 1 by ``rec`` (the merged pass 1 of every shard), before pass 2 starts."""
+        if rec is None:
+            return
+        device = self._t["mean"].device if self.ran else torch.device("cpu")
+        n, samples = int(rec["total_numel"]), int(rec["samples"])
+
+        def f(v: float) -> torch.Tensor:
+            return torch.tensor(v, dtype=torch.float64, device=device)
+
+        self._t = {
+            "min": f(rec["min"]),
+            "max": f(rec["max"]),
+            "smin": f(rec["avg_min"] * samples),
+            "smax": f(rec["avg_max"] * samples),
+            "mean": f(rec["mean"]),
+            "m2": f(rec["std"] ** 2 * n),
+        }
+        self.numel, self.samples, self.shape = n, samples, rec["shape"]
+
+    def second_state(self) -> dict[str, Any]:
+        """Pass 2's sums as plain numbers (counts exact; float64 sums)."""
+        s = self._second
+        hist = s.get("hist")
+        return {
+            "numel": s["numel"],
+            "sum": float(s["sum"]),
+            "absdev": float(s["absdev"]),
+            "hist": None if hist is None else hist.tolist(),
+        }
+
+    def load_second(self, state: dict[str, Any]) -> None:
+        """Replace pass 2's sums by ``state`` (the sums over every shard)."""
+        s = self._second
+        device = s["sum"].device
+        s["numel"] = state["numel"]
+        s["sum"] = torch.tensor(state["sum"], dtype=torch.float64, device=device)
+        s["absdev"] = torch.tensor(state["absdev"], dtype=torch.float64, device=device)
+        if state["hist"] is not None:
+            s["hist"] = torch.tensor(state["hist"], dtype=torch.int64, device=device)
+
     def record(self) -> dict[str, Any]:
         """The plain-Python statistics record (old tool's keys plus ``samples``, ``histogram``)."""
         t, n = self._t, self.numel

@@ -102,7 +102,9 @@ class StatsCollector:
         [1, 1, 1, 1]
     """
 
-    def __init__(self, model: nn.Module, histogram_bins: int | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, histogram_bins: int | None = None, reduce: Callable[[int, Any], None] | None = None
+    ) -> None:
         if histogram_bins is not None and histogram_bins < 1:
             raise StatsError(f"histogram_bins must be a positive integer, got {histogram_bins!r}.")
         self.model = model
@@ -110,6 +112,27 @@ class StatsCollector:
         self.modules = observed_modules(model)
         self.slots = {name: _Slots(histogram_bins) for name in self.modules}
         self.passes_done = 0
+        # Sharded collection (compress.distributed): after each pass, every shard's accumulators are
+        # replaced by the merge over all shards, so pass 2 and the checks see the whole data's state.
+        self.reduce = reduce
+
+    def pass_states(self, number: int) -> dict[tuple[str, Any], Any]:
+        """Every slot's state after pass ``number`` (1: a record or None; 2: the pass-2 sums), by (module, slot)."""
+        out: dict[tuple[str, Any], Any] = {}
+        for name, slots in self.slots.items():
+            for key, acc in [*sorted(slots.inputs.items()), ("output", slots.output)]:
+                out[(name, key)] = acc.first_state() if number == 1 else acc.second_state()
+        return out
+
+    def load_pass_states(self, number: int, states: dict[tuple[str, Any], Any]) -> None:
+        """Replace every slot's state after pass ``number`` by ``states`` (see ``pass_states``)."""
+        for (name, key), state in states.items():
+            slots = self.slots[name]
+            acc = slots.output if key == "output" else slots.input(key)
+            if number == 1:
+                acc.load_first(state)
+            else:
+                acc.load_second(state)
 
     def passes(self) -> Iterator[int]:
         """Yield 1 then 2 with the hooks of that pass attached; run the same data in each."""
@@ -122,6 +145,8 @@ class StatsCollector:
             finally:
                 for h in handles:
                     h.remove()
+            if self.reduce is not None:
+                self.reduce(number, self)
             self.check_finite()
             self.passes_done = number
         self._finish()
@@ -186,6 +211,7 @@ def collect_stats(
     progress: bool = False,
     total: int | None = None,
     header: dict[str, Any] | None = None,
+    reduce: Callable[[int, Any], None] | None = None,
 ) -> Stats:
     """Collect calibration statistics of ``model`` over ``batches`` (two identical passes).
 
@@ -200,6 +226,8 @@ def collect_stats(
         progress: show a tqdm bar per pass.
         total: the number of batches, for the progress bar.
         header: the `Stats` header (default: source ``python``, no args, no seed).
+        reduce: ``reduce(pass_number, collector)`` after each pass; a sharded collection merges the
+            shards' accumulators there (see `compress.distributed.shards`).
 
     Returns:
         The `Stats` of every observed module.
@@ -212,7 +240,7 @@ def collect_stats(
         24
     """
     make_batches = _replayable(batches)
-    collector = StatsCollector(model, histogram_bins)
+    collector = StatsCollector(model, histogram_bins, reduce)
     was_training = model.training
     model.eval()
     try:

@@ -35,7 +35,7 @@ from typing import Any
 from compress.errors import StatsError
 from compress.stats.stats import Stats, make_header
 
-__all__ = ["merge", "merge_records"]
+__all__ = ["merge", "merge_records", "merge_first_pass", "merge_second_pass"]
 
 
 def merge(a: Stats, b: Stats) -> Stats:
@@ -158,3 +158,50 @@ def merge_histograms(ha: dict[str, Any], hb: dict[str, Any]) -> dict[str, Any]:
             k = int((centre - lo) / (hi - lo) * bins) if hi > lo else 0
             counts[min(max(k, 0), bins - 1)] += c
     return {"lo": lo, "hi": hi, "counts": counts}
+
+
+def merge_first_pass(parts: list[dict[Any, dict[str, Any] | None]]) -> dict[Any, dict[str, Any] | None]:
+    """Merge the pass-1 records of several shards of one collection, slot by slot, in shard order.
+
+    Each part maps a slot key to its record (``TensorAccumulator.first_state``), or None where that
+    shard saw no data. min/max are exact; the sums follow `merge_records`.
+
+    Example:
+        >>> r = {"min": 0.0, "max": 1.0, "avg_min": 0.0, "avg_max": 1.0, "mean": 0.5, "std": 0.5,
+        ...      "total_numel": 2, "samples": 1, "shape": "(1, 2)"}
+        >>> merge_first_pass([{"x": r}, {"x": None}, {"x": dict(r, max=3.0)}])["x"]["max"]
+        3.0
+    """
+    out: dict[Any, dict[str, Any] | None] = {}
+    for part in parts:
+        for key, rec in part.items():
+            have = out.get(key)
+            out[key] = rec if have is None else (have if rec is None else merge_records(have, rec, str(key)))
+    return out
+
+
+def merge_second_pass(parts: list[dict[Any, dict[str, Any]]]) -> dict[Any, dict[str, Any]]:
+    """Add the pass-2 sums (value count, sum, sum |x - mean|, histogram counts) of several shards.
+
+    Example:
+        >>> s = {"numel": 2, "sum": 1.0, "absdev": 0.5, "hist": [1, 1]}
+        >>> merge_second_pass([{"x": s}, {"x": s}])["x"]
+        {'numel': 4, 'sum': 2.0, 'absdev': 1.0, 'hist': [2, 2]}
+    """
+    out: dict[Any, dict[str, Any]] = {}
+    for part in parts:
+        for key, st in part.items():
+            have = out.get(key)
+            if have is None:
+                out[key] = dict(st)
+                continue
+            hist = have["hist"]
+            if hist is not None and st["hist"] is not None:
+                hist = [a + b for a, b in zip(hist, st["hist"], strict=True)]
+            out[key] = {
+                "numel": have["numel"] + st["numel"],
+                "sum": have["sum"] + st["sum"],
+                "absdev": have["absdev"] + st["absdev"],
+                "hist": hist if hist is not None else st["hist"],
+            }
+    return out

@@ -43,6 +43,9 @@ class StatsContext:
         seed: the schedule's seed (``generate`` seeds its generator with it).
         progress: show progress bars.
         base_dir: the schedule's folder; relative paths resolve against it.
+        shards: None, or (when the engine shards this source over processes) an object with
+            ``batches(make) -> make``, ``count(total) -> int`` and ``reduce(pass, collector)``; see
+            `compress.distributed.shards.StatsShards`. Only sources marked ``shardable`` receive one.
 
     Example:
         >>> ctx = StatsContext(nn.Linear(1, 1), data=None, device="cpu", seed=0, progress=False, base_dir=Path("."))
@@ -56,6 +59,7 @@ class StatsContext:
     seed: int
     progress: bool
     base_dir: Path
+    shards: Any = None
 
 
 @STATS_SOURCES.register(
@@ -92,11 +96,19 @@ def collect_source(ctx: StatsContext, batches: int | None = None, histogram_bins
             f"Stats source 'collect' asks for {batches} calibration batches but the dataset has {available}. "
             "Lower 'batches' or raise the dataset's number of calibration batches."
         )
-    source = limit(lambda: ctx.data.batches("calibration"), batches)
-    header = _header(ctx, "collect", {"batches": batches or available, "histogram_bins": histogram_bins})
+    source, total = limit(lambda: ctx.data.batches("calibration"), batches), batches or available
+    header = _header(ctx, "collect", {"batches": total, "histogram_bins": histogram_bins})
+    reduce = None
+    if ctx.shards is not None:  # this process reads its share of the batches; the passes are merged
+        source, total, reduce = ctx.shards.batches(source), ctx.shards.count(total), ctx.shards.reduce
     return collect_stats(
-        ctx.model, source, None, histogram_bins, progress=ctx.progress, total=batches or available, header=header
+        ctx.model, source, None, histogram_bins, progress=ctx.progress, total=total, header=header, reduce=reduce
     )
+
+
+# Sharding the calibration batches gives the one-process statistics (see compress.distributed.shards);
+# 'generate' is one seeded sampler run, which cannot be split without changing its draws.
+collect_source.shardable = True  # type: ignore[attr-defined]
 
 
 @STATS_SOURCES.register(
