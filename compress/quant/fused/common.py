@@ -117,6 +117,8 @@ class FusedLoop:
         # Listed once: walking the module tree on every call costs more than a whole step at batch 1.
         self._watched = list(cell.modules())
         self._trackers = [m for m in self._watched if hasattr(m, "track_saturation")]
+        # The hook dicts themselves (a module keeps its dicts): `any` over them runs in C, once per call.
+        self._hook_dicts = [d for m in self._watched for d in (m._forward_hooks, m._forward_pre_hooks)]
 
     def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A reusable CPU scratch tensor (grown when needed): large fresh buffers cost a page fault per page.
@@ -153,7 +155,7 @@ class FusedLoop:
             return True
         if any(m.track_saturation for m in self._trackers):
             return True
-        return any(m._forward_hooks or m._forward_pre_hooks for m in self._watched)
+        return any(self._hook_dicts)
 
     def __call__(
         self, data: torch.Tensor, batch: int, initial: tuple[torch.Tensor, ...], *, reverse: bool
