@@ -13,12 +13,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import inspect
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,258 +28,38 @@ from compress.distributed.shards import (
     batches_independent,
     can_shard_evaluator,
     gather,
-    sharded_evaluate,
     share,
 )
-from compress.errors import CompressError, ConversionError, ModelError, QuantizationError
 from compress.fileio import output_file, prepare_output_dir
-from compress.registry import CONVERTERS, DATASETS, EVALUATORS, MODELS, QUANTIZERS, STATS_SOURCES
+from compress.registry import EVALUATORS, STATS_SOURCES
 from compress.results import ExperimentResult, RunResult
-from compress.schedule import Schedule, overrides_path
+from compress.schedule import Schedule
+from compress.stages import (  # noqa: F401  (build_model, ... stay importable from compress.engine)
+    DEFAULT_CONVERSION_TOLERANCE,
+    at_quantizer,
+    at_schedule,
+    build_data,
+    build_model,
+    check_data,
+    collect_stats,
+    convert,
+    edit_stats,
+    evaluate,
+    experiment_quantizer,
+    first_batch,
+    make_quantizer,
+    schedule_device,
+    select_device,
+    stats_key,
+    timed,
+    uses_stats,
+)
 from compress.utils import weight_bytes
 
 if TYPE_CHECKING:  # the quant stage is imported where it is used, as for save_quantized
     from compress.quant import FloatReference
 
 __all__ = ["ExperimentResult", "RunResult", "run", "plan", "select_device", "DEFAULT_CONVERSION_TOLERANCE"]
-
-# Max abs logit difference accepted after converting nn.LSTM/GRU to the modular version: the
-# old tool's notebook printed 6e-6 on a 1500-wide model; float32 reassociation over a few
-# hundred steps stays well below 1e-4 on our models (measured ~1e-6).
-DEFAULT_CONVERSION_TOLERANCE = 1e-4
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def _at(schedule: Schedule, path: tuple[Any, ...]) -> Iterator[None]:
-    """Prefix user errors raised inside with the schedule location that caused them."""
-    try:
-        yield
-    except CompressError as exc:
-        raise type(exc)(f"{schedule.where(path)}: {exc}") from exc
-
-
-@contextlib.contextmanager
-def _at_quantizer(schedule: Schedule, i: int) -> Iterator[None]:
-    """As ``_at`` at experiment ``i``, but an error about one override rule points at that rule's ``match``."""
-    try:
-        yield
-    except CompressError as exc:
-        rule = exc.rule if isinstance(exc, QuantizationError) else None
-        rules = overrides_path(schedule, i) if rule is not None else None
-        if rules is None:
-            raise type(exc)(f"{schedule.where(('experiments', i))}: {exc}") from exc
-        where, name = schedule.where(rules + (rule, "match")), schedule.data["experiments"][i]["name"]
-        # A base rule is shared by every experiment: say which one was being built when it failed.
-        inherited = "" if rules[:2] == ("experiments", i) else f"experiment '{name}': "
-        raise type(exc)(f"{where}: {inherited}{exc}") from exc
-
-
-@contextlib.contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
-
-
-def select_device(spec: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cpu``; ``cuda[:N]`` (an error if absent)."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise CompressError(f"device '{spec}' was asked for but CUDA is not available here; use 'auto' or 'cpu'.")
-    index = spec.partition(":")[2]
-    if index and int(index) >= torch.cuda.device_count():
-        raise CompressError(
-            f"device '{spec}' was asked for but this machine has {torch.cuda.device_count()} CUDA device(s); "
-            "use 'cuda' or an index below that."
-        )
-    return torch.device(spec)
-
-
-def _device(schedule: Schedule) -> torch.device:
-    with _at(schedule, ("device",)):
-        return select_device(schedule.data.get("device", "auto"))
-
-
-def _component(block: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return block["name"], dict(block.get("args") or {})
-
-
-def resolve_path_args(schedule: Schedule, args: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    """Args whose schema says ``"format": "path"`` are made absolute against the schedule's folder."""
-    out = dict(args)
-    for key, sub in schema.get("properties", {}).items():
-        if isinstance(sub, dict) and sub.get("format") == "path" and isinstance(out.get(key), str):
-            out[key] = str(schedule.resolve_path(out[key]))
-    return out
-
-
-def _convert_items(schedule: Schedule) -> list[tuple[str, dict[str, Any], float]]:
-    items = []
-    for item in schedule.data.get("convert") or []:
-        if isinstance(item, str):
-            items.append((item, {}, DEFAULT_CONVERSION_TOLERANCE))
-        else:
-            items.append(
-                (item["name"], dict(item.get("args") or {}), item.get("tolerance", DEFAULT_CONVERSION_TOLERANCE))
-            )
-    return items
-
-
-# ----------------------------------------------------------------------------- stages
-
-
-def build_model(schedule: Schedule, device: torch.device) -> torch.nn.Module:
-    """Build the model from its registered factory and load its checkpoint."""
-    block = schedule.data["model"]
-    name, args = _component(block)
-    ckpt = block.get("checkpoint")
-    path = schedule.resolve_path(ckpt) if ckpt else None
-    if path is not None and not path.is_file():
-        with _at(schedule, ("model", "checkpoint")):
-            raise ModelError(f"the checkpoint file {path} does not exist. Fix the path (relative to the schedule).")
-    with _at(schedule, ("model",)):
-        entry = MODELS.get(name)
-        model = entry.obj(checkpoint=path, **resolve_path_args(schedule, args, entry.schema))
-    return model.to(device).eval()
-
-
-def build_data(schedule: Schedule) -> Any:
-    """The DataSource named by the schedule's ``data`` block."""
-    name, args = _component(schedule.data["data"])
-    with _at(schedule, ("data",)):
-        entry = DATASETS.get(name)
-        return entry.obj(**resolve_path_args(schedule, args, entry.schema))
-
-
-def check_data(schedule: Schedule, model: torch.nn.Module, data: Any) -> None:
-    """Let a model refuse data it cannot score (e.g. a word LM and a corpus with another vocabulary)."""
-    check = getattr(model, "check_data", None)
-    if callable(check):
-        with _at(schedule, ("data",)):
-            check(data)
-
-
-def _first_batch(data: Any, split: str) -> Any:
-    return next(iter(data.batches(split)))
-
-
-def _max_output_error(a: torch.nn.Module, b: torch.nn.Module, batch: Any) -> float:
-    with torch.no_grad():
-        ya, _ = a.forward_batch(batch, None)
-        yb, _ = b.forward_batch(batch, None)
-    return float((ya.double() - yb.double()).abs().max())
-
-
-def convert(schedule: Schedule, model: torch.nn.Module, data: Any) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
-    """Apply every conversion policy in order; each is checked against the model before it."""
-    records = []
-    batch = _first_batch(data, "evaluation")
-    for i, (name, args, tol) in enumerate(_convert_items(schedule)):
-        with _at(schedule, ("convert", i)):
-            new, replaced = CONVERTERS.get(name).obj(copy.deepcopy(model), **args)
-            err = _max_output_error(model, new, batch)
-            if not err <= tol:
-                raise ConversionError(
-                    f"after '{name}' the model's outputs differ from the unconverted model by {err:.3g} "
-                    f"(allowed {tol:g}). The conversion is not faithful; report it, or raise 'tolerance'."
-                )
-        records.append({"policy": name, "replaced": replaced, "max_abs_error": err, "tolerance": tol})
-        model = new.eval()
-    return model, records
-
-
-def _stats_key(spec: dict[str, Any]) -> str:
-    return json.dumps({"source": spec["source"], "args": spec.get("args") or {}}, sort_keys=True)
-
-
-def collect_stats(
-    schedule: Schedule,
-    spec: dict[str, Any],
-    path: tuple[Any, ...],
-    model: torch.nn.Module,
-    data: Any,
-    device: torch.device,
-    progress: bool,
-    shards: Any = None,
-) -> Any:
-    """Statistics from the named source (collect / generate / file); ``shards``: see ``StatsContext``."""
-    from compress.stats import StatsContext  # the stats package owns the context type
-
-    ctx = StatsContext(
-        model=model,
-        data=data,
-        device=device,
-        seed=int(schedule.data.get("seed", 0)),
-        progress=progress,
-        base_dir=schedule.base_dir,
-        shards=shards,
-    )
-    with _at(schedule, path):
-        entry = STATS_SOURCES.get(spec["source"])
-        return entry.obj(ctx, **resolve_path_args(schedule, dict(spec.get("args") or {}), entry.schema))
-
-
-def edit_stats(
-    schedule: Schedule, stats: Any, rules: list[dict[str, Any]], path: tuple[Any, ...]
-) -> tuple[Any, list[str]]:
-    """Apply declarative stats edits (the notebook's hand-edited file, as rules)."""
-    from compress.stats import apply_edits
-
-    if not rules:
-        return stats, []
-    with _at(schedule, path):
-        return apply_edits(stats, rules)
-
-
-def experiment_quantizer(schedule: Schedule, exp: dict[str, Any]) -> dict[str, Any] | None:
-    """The resolved quantizer block of an experiment (None = the float model)."""
-    if "quantizer" in exp:
-        q = exp["quantizer"]
-        return (
-            None
-            if q is None
-            else {"name": q["name"], "args": dict(q.get("args") or {}), "overrides": list(q.get("overrides") or [])}
-        )
-    base = schedule.data["quantizer"]
-    args = {**(base.get("args") or {}), **(exp.get("args") or {})}
-    overrides = exp["overrides"] if "overrides" in exp else list(base.get("overrides") or [])
-    return {"name": base["name"], "args": args, "overrides": list(overrides)}
-
-
-def make_quantizer(qspec: dict[str, Any], model: torch.nn.Module, stats: Any) -> Any:
-    """Instantiate the registered quantizer class for ``qspec`` on ``model``."""
-    kwargs = dict(qspec["args"])
-    if qspec["overrides"]:
-        kwargs["overrides"] = qspec["overrides"]
-    return QUANTIZERS.get(qspec["name"]).obj(model, stats=stats, **kwargs)
-
-
-def _uses_stats(qspec: dict[str, Any]) -> bool:
-    """Whether the quantizer reads calibration statistics (a class may say ``uses_stats = False``, as ``cast``)."""
-    return bool(getattr(QUANTIZERS.get(qspec["name"]).obj, "uses_stats", True))
-
-
-def evaluate(
-    schedule: Schedule, model: torch.nn.Module, data: Any, progress: bool, shard_over: Team | None = None
-) -> tuple[dict[str, Any], float]:
-    """Run the evaluator (on this rank's share of the batches, merged, when ``shard_over`` is given).
-
-    Returns its result and the wall time in seconds.
-    """
-    name, args = _component(schedule.data["evaluate"])
-    start = time.perf_counter()
-    with _at(schedule, ("evaluate",)):
-        fn = EVALUATORS.get(name).obj
-        result = (
-            sharded_evaluate(shard_over, fn, model, data, progress, args)
-            if shard_over
-            else fn(model, data, progress=progress, **args)
-        )
-    return result, time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------- orchestration
@@ -300,7 +77,7 @@ def _plan_rows(q: Any) -> list[dict[str, Any]]:
 def plan(schedule: Schedule, *, progress: bool = False) -> RunResult:
     """Resolve everything (model, conversion, per-experiment layer plan) without calibrating or evaluating."""
     _seed(schedule)
-    device = _device(schedule)
+    device = schedule_device(schedule)
     result = RunResult(schedule, str(device))
     model = build_model(schedule, device)
     data = build_data(schedule)
@@ -310,7 +87,7 @@ def plan(schedule: Schedule, *, progress: bool = False) -> RunResult:
         qspec = experiment_quantizer(schedule, exp)
         er = ExperimentResult(exp["name"], {"quantizer": qspec})
         if qspec is not None:
-            with _at_quantizer(schedule, i):
+            with at_quantizer(schedule, i):
                 er.plan = _plan_rows(make_quantizer(qspec, model, None))
         result.experiments.append(er)
     return result
@@ -353,20 +130,20 @@ def _run(
     on_experiment: Callable[[ExperimentResult], None] | None,
 ) -> RunResult:
     _seed(schedule)
-    device = _device(schedule)
+    device = schedule_device(schedule)
     prepare_output_dir(out_dir)  # before any work: an --out that cannot be a folder fails at once
     result = RunResult(schedule, str(device), distribution=team.describe())
     t = result.timings
-    with _timed(t, "build"):
+    with timed(t, "build"):
         float_model = build_model(schedule, device)
         data = build_data(schedule)
         check_data(schedule, float_model, data)
     tensors = {v.data_ptr(): v for v in float_model.state_dict().values()}  # tied weights count once
     result.checkpoint_bytes = sum(v.numel() * v.element_size() for v in tensors.values())
-    with _timed(t, "convert"):
+    with timed(t, "convert"):
         model, result.conversions = convert(schedule, float_model, data)
     _warm_up(data)
-    calib_batch = _first_batch(data, "calibration")
+    calib_batch = first_batch(data, "calibration")
     ctx = _Study(
         schedule,
         model,
@@ -379,7 +156,7 @@ def _run(
         _float_reference(model, calib_batch),
         team,
     )
-    with _timed(t, "stats"):
+    with timed(t, "stats"):
         _statistics(ctx)
     experiments = schedule.data["experiments"]
     where = place([_experiment_work(ctx, exp) for exp in experiments], team.size, team.placement)
@@ -423,15 +200,15 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) 
     qmodel, quantizer = model, None
     if qspec is not None:
         stats = None
-        if ("stats" in schedule.data or "stats" in exp) and _uses_stats(qspec):
-            with _timed(t, "stats"):
+        if ("stats" in schedule.data or "stats" in exp) and uses_stats(qspec):
+            with timed(t, "stats"):
                 stats, er.stats_key = ctx.stats_cache[_experiment_stats_key(ctx.schedule, exp, i)]
-        with _timed(t, "quantize"), _at_quantizer(schedule, i):
+        with timed(t, "quantize"), at_quantizer(schedule, i):
             quantizer = make_quantizer(qspec, model, stats)
             er.plan = _plan_rows(quantizer)
             qmodel = quantizer.prepare_model().eval()
             er.notes = list(getattr(quantizer, "log", []))
-    with _timed(t, "evaluate"):
+    with timed(t, "evaluate"):
         ev, er.eval_seconds = evaluate(schedule, qmodel, ctx.data, ctx.progress, ctx.team if where.sharded else None)
     er.metric, er.value, er.metrics = ev["metric"], float(ev["value"]), dict(ev.get("metrics", {}))
     er.higher_is_better = bool(ev.get("higher_is_better", False))
@@ -439,10 +216,10 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) 
     if exp.get("export"):
         from compress.quant import save_quantized  # the artifact format belongs to the quant stage
 
-        with _timed(t, "export"), _at(schedule, ("experiments", i, "export")):
+        with timed(t, "export"), at_schedule(schedule, ("experiments", i, "export")):
             er.artifact_bytes = save_quantized(qmodel, output_file(ctx.out_dir, f"{er.name}.qpt", "an artifact"))
     if quantizer is not None and where.reports(ctx.team.rank):  # a sharded experiment reports on rank 0 only
-        with _timed(t, "layer_report"):
+        with timed(t, "layer_report"):
             er.layers = _layer_records(ctx, quantizer)
     er.settings["stats"] = result.stats.get(er.stats_key or "", {}).get("spec")
     return er
@@ -494,7 +271,7 @@ def _stats_needed(schedule: Schedule) -> dict[str, tuple[dict[str, Any], tuple[A
     for i, exp in enumerate(schedule.data["experiments"]):
         if experiment_quantizer(schedule, exp) is not None and ("stats" in schedule.data or "stats" in exp):
             spec, path = _stats_for_experiment(schedule, exp, i)
-            needed.setdefault(_stats_key(spec), (spec, path))
+            needed.setdefault(stats_key(spec), (spec, path))
     return needed
 
 
@@ -528,12 +305,12 @@ def _register_stats(ctx: _Study, needed: dict[str, Any], shared: dict[str, tuple
         if experiment_quantizer(schedule, exp) is None or not ("stats" in schedule.data or "stats" in exp):
             continue
         spec, path = _stats_for_experiment(schedule, exp, i)
-        key = _stats_key(spec)
+        key = stats_key(spec)
         if key not in result.stats:
             stats, log = shared[key]
             fname = spec.get("save") or f"stats-{spec['source']}-{len(cache)}.yaml"
             if ctx.team.writer:
-                with _at(schedule, path + ("save",)):
+                with at_schedule(schedule, path + ("save",)):
                     stats.save(output_file(ctx.out_dir, fname, "a statistics file"))
             cache[key] = (stats, key)
             result.stats[key] = {"spec": {k: v for k, v in spec.items()}, "file": fname, "edits": log}
@@ -553,7 +330,7 @@ def _register_stats(ctx: _Study, needed: dict[str, Any], shared: dict[str, tuple
 
 
 def _experiment_stats_key(schedule: Schedule, exp: dict[str, Any], i: int) -> str:
-    key = _stats_key(_stats_for_experiment(schedule, exp, i)[0])
+    key = stats_key(_stats_for_experiment(schedule, exp, i)[0])
     extra = list(exp.get("stats_edits") or [])
     return key + json.dumps(extra, sort_keys=True) if extra else key
 
