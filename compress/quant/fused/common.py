@@ -10,11 +10,12 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ from compress.quant.wrappers.factory import FakeQuantWrapper
 from compress.quant.wrappers.params import LinearQuantWrapper
 from compress.utils import RuntimeCache
 
-__all__ = ["FusedLoop", "fused_blocker", "hidden_product", "recall_codes", "remember"]
+__all__ = ["CLoop", "FusedLoop", "fused_blocker", "hidden_product", "recall_codes", "remember", "run_c_loop"]
 
 _MAX_CODES = 256  # table sizes grow with the square of the codes per grid: 8-bit grids at most
 
@@ -98,7 +99,7 @@ def _act_table(act: FakeQuantWrapper, inputs: torch.Tensor) -> torch.Tensor | No
     return vector if torch.equal(vector, scalar) else None
 
 
-class FusedLoop:
+class FusedLoop(abc.ABC):
     """Runs a fully quantized modular cell over a sequence on codes; subclasses give the tables and the run.
 
     Attached by :func:`compress.quant.fused.attach.attach_fused_loops` as ``cell.fused_loop``;
@@ -142,11 +143,13 @@ class FusedLoop:
             self._tables[key] = self._make_tables(dtype, device)
         return self._tables[key]
 
+    @abc.abstractmethod
     def _make_tables(self, dtype: torch.dtype, device: torch.device) -> Any:
-        raise NotImplementedError  # abstract: each cell type builds its own tables
+        """The cell type's tables for one (dtype, device)."""
 
+    @abc.abstractmethod
     def _fused(self, tables: Any, data: torch.Tensor, batch: int, initial: tuple, reverse: bool) -> Any:
-        raise NotImplementedError  # abstract: each cell type runs its own loop
+        """The cell type's loop over the sequence (C when it can run, else PyTorch ops)."""
 
     def _observed(self) -> bool:
         """True when running the ops one by one could be seen from outside (hooks, saturation counting)."""
@@ -196,6 +199,55 @@ def remember(held: dict[str, Any], state: tuple[torch.Tensor, ...]) -> tuple[tor
     """Keep a copy of the returned ``state`` for :func:`recall_codes`; returns ``state``."""
     held["last"] = tuple(t.clone() for t in state)
     return state
+
+
+class CLoop(NamedTuple):
+    """What a cell type gives :func:`run_c_loop`: gate blocks per step, state buffer names (``h`` first),
+    ``hold(held, cell, tables, batch)`` building its buffers and struct, ``initial_codes(cell, tables, first,
+    initial) -> (codes, first_done)`` and ``final(tables, held)``, the state tuple it returns."""
+
+    gates: int
+    states: tuple[str, ...]
+    hold: Callable[..., None]
+    initial_codes: Callable[..., tuple[tuple[torch.Tensor, ...], bool]]
+    final: Callable[[Any, dict[str, Any]], tuple[torch.Tensor, ...]]
+
+
+def run_c_loop(loop: FusedLoop, tables: Any, data: torch.Tensor, batch: int, initial: tuple, reverse: bool,
+               kind: CLoop) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None:  # fmt: skip
+    """A cell's C loop: fc_gate_x's codes as bytes, then each step after its int8 product in one C call.
+
+    The state code buffers and the step struct are kept per batch size (:meth:`FusedLoop.held`), so a
+    one-step call (generation) whose state is the previous call's result pays only for its own step.
+    """
+    cell = loop.cell
+    hidden, steps = cell.hidden_size, data.shape[0] // batch
+    x = loop.buffer("x", (steps * batch, kind.gates * hidden), torch.uint8)  # reused: no fresh pages to fault in
+    if not ckernels.linear_byte_codes(cell.fc_gate_x, data, x):
+        return None
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    out = torch.empty(steps, batch, hidden, dtype=data.dtype)
+    held = loop.held(batch)
+    if "args" not in held or held["tables"] is not tables:
+        kind.hold(held, cell, tables, batch)
+    recalled = recall_codes(held, initial)
+    held.pop("last", None)  # the buffers change below: only a completed call may be recalled
+    if not recalled:
+        first = data[order[0] * batch : (order[0] + 1) * batch]
+        codes, first_done = kind.initial_codes(cell, tables, first, initial)
+        for name, code in zip(kind.states, codes, strict=True):
+            held[name].copy_(code.reshape(batch, hidden))
+        held["a8"].copy_(tables.h_in[held["h"]])
+        if first_done:
+            out[order[0]] = tables.h_values[held["h"]]
+            order = order[1:]
+    args, step, product, mm, a8 = held["args"], held["step"], held["product"], held["mm"], held["a8"]
+    args.x, args.out = x.data_ptr(), out.data_ptr()
+    ref = held["ref"]
+    for t in order:
+        product(a8, mm)
+        step(ref, t)
+    return out.view(steps * batch, hidden), remember(held, kind.final(tables, held))
 
 
 def hidden_product(fc: LinearQuantWrapper, a8: torch.Tensor, requant: Any) -> torch.Tensor:

@@ -23,6 +23,7 @@ from torch import nn
 
 from compress.modules.ops import OneMinus
 from compress.quant.fused.common import (
+    CLoop,
     FusedLoop,
     _act_table,
     _c_usable,
@@ -32,8 +33,7 @@ from compress.quant.fused.common import (
     _values,
     fused_blocker,
     hidden_product,
-    recall_codes,
-    remember,
+    run_c_loop,
 )
 from compress.quant.kernels import ckernels
 from compress.quant.wrappers.ops import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
@@ -159,34 +159,13 @@ def _run(cell: nn.Module, tables: _GruTables, data: torch.Tensor, batch: int, in
 
 
 def _run_c(loop: FusedLoop, tables: _GruTables, data: torch.Tensor, batch: int, initial: tuple, reverse: bool):
-    """:func:`_run` with fc_gate_x's codes as bytes and each step after its int8 product in one C call
-    (buffers and struct kept per batch size, as the LSTM's C loop)."""
-    cell = loop.cell
-    hidden, steps = cell.hidden_size, data.shape[0] // batch
-    x = loop.buffer("x", (steps * batch, 3 * hidden), torch.uint8)
-    if not ckernels.linear_byte_codes(cell.fc_gate_x, data, x):
-        return None
-    order = range(steps - 1, -1, -1) if reverse else range(steps)
-    out = torch.empty(steps, batch, hidden, dtype=data.dtype)
-    held = loop.held(batch)
-    if "args" not in held or held["tables"] is not tables:
-        _hold_c_step(held, cell, tables, batch)
-    h, a8 = held["h"], held["a8"]
-    recalled = recall_codes(held, initial)
-    held.pop("last", None)  # the buffers change below: only a completed call may be recalled
-    if not recalled:
-        first = data[order[0] * batch : (order[0] + 1) * batch]
-        h_new, first_done = _initial_code(cell, tables, first, initial)
-        h.copy_(h_new.reshape(batch, hidden)), a8.copy_(tables.h_in[h])
-        if first_done:
-            out[order[0]] = tables.h_values[h]
-            order = order[1:]
-    args, step, product, mm, ref = held["args"], held["step"], held["product"], held["mm"], held["ref"]
-    args.x, args.out = x.data_ptr(), out.data_ptr()
-    for t in order:
-        product(a8, mm)
-        step(ref, t)
-    return out.view(steps * batch, hidden), remember(held, (tables.h_values[h],))
+    """:func:`_run` as the C loop (:func:`~compress.quant.fused.common.run_c_loop`)."""
+    return run_c_loop(loop, tables, data, batch, initial, reverse, _C_LOOP)
+
+
+def _c_initial_codes(cell: nn.Module, tables: _GruTables, first: torch.Tensor, initial: tuple) -> tuple:
+    h, first_done = _initial_code(cell, tables, first, initial)
+    return (h,), first_done
 
 
 def _hold_c_step(held: dict[str, Any], cell: nn.Module, tables: _GruTables, batch: int) -> None:
@@ -207,3 +186,6 @@ def _hold_c_step(held: dict[str, Any], cell: nn.Module, tables: _GruTables, batc
     held.clear()
     held.update(h=h, a8=a8, mm=mm, keep=keep, args=args, ref=ctypes.byref(args), tables=tables)
     held.update(step=ckernels.library().gru_step, product=fc_h.int_mm.product_for(batch, a8.device))
+
+
+_C_LOOP = CLoop(3, ("h",), _hold_c_step, _c_initial_codes, lambda t, held: (t.h_values[held["h"]],))
