@@ -96,3 +96,20 @@ def test_describe_names_cpu_flags_and_each_class(fresh_probe: None) -> None:
     assert text.startswith("CPU: ") and "ISA flags:" in text
     for cls in dispatch.CLASSES:
         assert f"{cls}" in text and "auto -> " in text
+
+
+def test_a_cached_choice_that_cannot_run_now_takes_the_next_fastest(
+    monkeypatch: pytest.MonkeyPatch, fresh_probe: None
+) -> None:
+    """A probe cached with the C kernels (an AVX2 machine picks ``c``) read by a process without them."""
+    fake = {
+        "choice": {cls: "c" for cls in dispatch.CLASSES},
+        "seconds": {cls: {"c": 1.0, "fp32": 2.0, "int_mm": 9.0} for cls in dispatch.CLASSES},
+        "inexact": [],
+        "cpu": dispatch.cpu_info(),
+    }
+    monkeypatch.setitem(dispatch._state, "probe", fake)
+    monkeypatch.setitem(ckernels._state, "lib", None)
+    assert dispatch.choose("auto", torch.device("cpu"), 64) == "fp32"
+    fake["inexact"] = ["fp32"]
+    assert dispatch.choose("auto", torch.device("cpu"), 1) == "int_mm"

@@ -109,7 +109,14 @@ def choose(mode: str, device: torch.device, rows: int) -> str:
         _warn_once(mode, f"compress: integer_kernels '{mode}' cannot run on {device.type} ({why}); using 'auto'.")
     if device.type != "cpu":
         return "int_mm"
-    return probe()["choice"][shape_class(rows)]
+    result, cls = probe(), shape_class(rows)
+    choice = result["choice"][cls]
+    if not backends.unavailable(choice, device):
+        return choice
+    # Measured with the C kernels, run without them (COMPRESS_CKERNELS=0, no compiler now): next fastest exact one.
+    times = {n: t for n, t in result["seconds"][cls].items() if n not in result["inexact"]}
+    usable = [n for n in sorted(times, key=times.get) if not backends.unavailable(n, device)]
+    return usable[0] if usable else "int_mm"
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -143,7 +150,8 @@ def cpu_info() -> dict[str, Any]:
 def _cache_file() -> Path:
     source = hashlib.sha256(ckernels.SOURCE.read_bytes() + Path(backends.__file__).read_bytes()).hexdigest()
     info = cpu_info()
-    key = f"{info}|{torch.__version__}|{torch.get_num_threads()}|{source}|{ckernels.FLAGS}"
+    built = ckernels.library() is not None  # a probe without the C kernels must not stand for one with them
+    key = f"{info}|{torch.__version__}|{torch.get_num_threads()}|{source}|{ckernels.FLAGS}|{built}"
     return cache_dir() / "kernels" / f"probe-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
