@@ -11,7 +11,7 @@ same int32 result, so which one runs is a question of speed only (dispatch.py pi
   The reduction is split into such chunks (for int8 codes at least 1024 long) and the chunks are added in
   int32, which cannot overflow (the caller proved the whole sum fits). Runs at BLAS fp32 speed on any CPU.
   It needs the IEEE float32 matmul (``torch.get_float32_matmul_precision() == "highest"``): under a
-  TF32/bf16 setting it steps aside to ``int_mm`` for that call.
+  TF32/bf16 setting it computes that call as a float64 product (exact below 2^53, untouched by the setting).
 - ``c``: the C kernel ``gemm_s8s32`` (ckernels.c): 16-bit multiply-adds into int32 (AVX2 ``vpmaddwd``),
   which cannot overflow or saturate for 8-bit codes. Strong for few rows (batch-1 generation reads a
   quarter of the fp32 bytes) and on AVX2-only CPUs, where it beats an AVX2 fp32 GEMM.
@@ -138,7 +138,11 @@ def _fp32(b: torch.Tensor, a_max: int) -> Product:
     weights = [b[:, k : k + chunk].to(torch.float32).contiguous() for k in range(0, b.shape[1], chunk)]
     starts = range(0, b.shape[1], chunk)
     linear = _onednn_linear() if b.device.type == "cpu" else None
-    fallback = _int_mm(b, a_max)
+    weight64 = b.to(torch.float64).t().contiguous()
+
+    def fallback(a8: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        # float64 holds every such sum exactly and no matmul-precision setting touches it (int_mm may be inexact)
+        return out.copy_(torch.mm(a8.to(torch.float64), weight64))
 
     def mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return torch.mm(a, w.t()) if linear is None else linear(a, w, None, "none", [], "")

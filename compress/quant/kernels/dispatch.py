@@ -59,6 +59,7 @@ ENV = "COMPRESS_INTEGER_KERNELS"
 CLASSES = {"gemv": (1, 256, 1024), "small": (64, 256, 1024), "large": (1024, 256, 1024)}
 _GEMV_ROWS, _SMALL_ROWS = 8, 256
 _REPEATS = 5
+_ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "ONEDNN_DEFAULT_FPMATH_MODE")
 _state: dict[str, Any] = {}
 
 
@@ -151,7 +152,8 @@ def _cache_file() -> Path:
     source = hashlib.sha256(ckernels.SOURCE.read_bytes() + Path(backends.__file__).read_bytes()).hexdigest()
     info = cpu_info()
     built = ckernels.library() is not None  # a probe without the C kernels must not stand for one with them
-    key = f"{info}|{torch.__version__}|{torch.get_num_threads()}|{source}|{ckernels.FLAGS}|{built}"
+    caps = [os.environ.get(k, "") for k in _ISA_CAPS]  # libraries limited below the CPU's ISA compute otherwise
+    key = f"{info}|{torch.__version__}|{torch.get_num_threads()}|{source}|{ckernels.FLAGS}|{built}|{caps}"
     return cache_dir() / "kernels" / f"probe-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
