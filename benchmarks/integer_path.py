@@ -299,6 +299,13 @@ ISA_CAPS = {  # --isa avx2: every library limited to AVX2, as on an AVX2-only CP
 }
 
 
+def section_heading(isa: str | None) -> str:
+    """One section per CPU class and vendor, so a new machine adds its numbers instead of replacing others'."""
+    vendor = " ".join(dispatch.cpu_info()["model"].replace("(R)", "").split()[:2])
+    cls = dispatch.cpu_class()
+    return f"{SECTION} ({isa.upper()} cap on {cls}, {vendor})" if isa else f"{SECTION} ({cls}, {vendor})"
+
+
 def machine() -> str:
     info = dispatch.cpu_info()
     caps = {k: os.environ[k] for k in ISA_CAPS["avx2"] if k in os.environ}
@@ -364,7 +371,7 @@ def main() -> None:
         for threads in args.threads:
             torch.set_num_threads(threads)
             results.append({**measure(name, table[name], rounds, steps, args.compat), "threads": threads})
-    heading = SECTION + (f" ({args.isa.upper()} cap)" if args.isa else "")
+    heading = section_heading(args.isa)
     text = section(results, rounds, heading)
     print(text)
     if args.write:

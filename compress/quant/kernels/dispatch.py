@@ -148,6 +148,27 @@ def cpu_info() -> dict[str, Any]:
     return {"model": model, "machine": platform.machine(), "flags": [f for f in wanted if f in flags]}
 
 
+def cpu_class(flags: list[str] | None = None) -> str:
+    """The integer-relevant class of a CPU, the name benchmarks and the README file numbers under.
+
+    Example:
+        >>> cpu_class(["avx2", "fma"])
+        'AVX2'
+        >>> cpu_class(["avx2", "avx512f", "avx512_vnni", "amx_int8"])
+        'AMX + AVX-512 VNNI'
+    """
+    have = set(cpu_info()["flags"] if flags is None else flags)
+    if "amx_int8" in have:
+        return "AMX + AVX-512 VNNI" if "avx512_vnni" in have else "AMX"
+    for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"), ("avx512f", "AVX-512")):
+        if flag in have:
+            return name
+    for flag, name in (("avx2", "AVX2"), ("asimddp", "ARM dot product"), ("asimd", "ARM NEON")):
+        if flag in have:
+            return name
+    return "baseline " + platform.machine()
+
+
 def _cache_file() -> Path:
     source = hashlib.sha256(ckernels.SOURCE.read_bytes() + Path(backends.__file__).read_bytes()).hexdigest()
     info = cpu_info()
