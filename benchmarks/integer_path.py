@@ -22,7 +22,7 @@ a measurement of one (caches, ports and clocks stay the newer CPU's; and oneDNN 
 measured returning inexact ``_int_mm`` sums, which the probe then refuses).
 
 Run: ``python benchmarks/integer_path.py [--threads 2] [--rounds 5] [--isa avx2] [--write]`` (``--write``
-replaces the "## Integer execution" section of benchmarks/RESULTS.md, or its "(AVX2 cap)" twin).
+replaces this CPU class's "## Integer execution (CLASS, VENDOR)" section of benchmarks/RESULTS.md, or its "(AVX2 cap on ...)" twin).
 ``--compat`` measures only fp32 and the default quantized model, so the script also runs against a compress
 without ``integer_kernels``.
 """

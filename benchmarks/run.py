@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -146,15 +147,16 @@ def measure_models(
     return accs, speeds
 
 
-INTEGER_SECTION = "## Integer execution"
+INTEGER_SECTION = "## Integer execution"  # its heading goes on with the CPU class and vendor: "(AVX2, AMD EPYC)"
 
 
-def run_integer_path(quick: bool, threads: int, repeats: int) -> tuple[str, str | None]:
+def run_integer_path(quick: bool, threads: int, repeats: int) -> tuple[str, tuple[str, str] | None]:
     """Run ``benchmarks/integer_path.py`` (another engineer's benchmark) when it exists.
 
-    It prints its own "## Integer execution" section; that text is returned so it lands in the same
-    results file as ours. Quick mode runs it only if it offers ``--quick`` (a full run takes minutes).
-    Returns one line for the overview and the section body (None when it did not run).
+    It prints its own "## Integer execution (CPU class, vendor)" section; its heading and text are returned so
+    they land in the same results file as ours, beside other CPUs' sections. Quick mode runs it only if it
+    offers ``--quick`` (a full run takes minutes). Returns one line for the overview and (heading, body), or
+    None when it did not run.
     """
     script = HERE / "integer_path.py"
     if not script.exists():
@@ -168,12 +170,13 @@ def run_integer_path(quick: bool, threads: int, repeats: int) -> tuple[str, str 
             return "`benchmarks/integer_path.py`: skipped in quick mode (it has no --quick).", None
         cmd.append("--quick")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    start = proc.stdout.find(INTEGER_SECTION + "\n")
-    if proc.returncode != 0 or start < 0:
+    found = re.search(rf"^{re.escape(INTEGER_SECTION)}[^\n]*$", proc.stdout, re.M)
+    if proc.returncode != 0 or found is None:
         print(f"integer_path.py failed ({proc.returncode}):\n{proc.stderr[-2000:]}", file=sys.stderr)
         return f"`benchmarks/integer_path.py`: failed (exit {proc.returncode}); its section was not updated.", None
-    body = proc.stdout[start + len(INTEGER_SECTION) :].strip()
-    return f"`{' '.join(['benchmarks/integer_path.py', *cmd[2:]])}`: ran; see *Integer execution*.", body
+    heading, body = found.group(0), proc.stdout[found.end() :].strip()
+    line = f"`{' '.join(['benchmarks/integer_path.py', *cmd[2:]])}`: ran; see *{heading[3:]}*."
+    return line, (heading, body)
 
 
 def overview(args: argparse.Namespace, cfg: Config, minutes: float, memory_flat: bool, lines: list[str]) -> str:
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     sections = dict(zip(SECTIONS, bodies, strict=True))
     if integer_body is not None:
-        sections[INTEGER_SECTION] = integer_body
+        sections[integer_body[0]] = integer_body[1]
     write_sections(results, sections)
     _log(f"wrote {results}", start)
 
