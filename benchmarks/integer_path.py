@@ -22,7 +22,8 @@ a measurement of one (caches, ports and clocks stay the newer CPU's; and oneDNN 
 measured returning inexact ``_int_mm`` sums, which the probe then refuses).
 
 Run: ``python benchmarks/integer_path.py [--threads 2] [--rounds 5] [--isa avx2] [--write]`` (``--write``
-replaces this CPU class's "## Integer execution (CLASS, VENDOR)" section of benchmarks/RESULTS.md, or its "(AVX2 cap on ...)" twin).
+replaces this CPU class's "## Integer execution (CLASS, VENDOR)" section of benchmarks/RESULTS.md, or its
+"(AVX2 cap on ...)" twin).
 ``--compat`` measures only fp32 and the default quantized model, so the script also runs against a compress
 without ``integer_kernels``.
 """
@@ -48,6 +49,7 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP: idle threads sleep, not spin
 
 import torch  # noqa: E402
+from static_int8 import static_int8  # noqa: E402
 from torch import nn  # noqa: E402
 
 import compress  # noqa: E402
@@ -55,7 +57,6 @@ import compress.quant.fused.lstm as fused_lstm  # noqa: E402
 from compress.quant.kernels import backends, ckernels, dispatch  # noqa: E402
 from compress.registry import EVALUATORS, STATS_SOURCES  # noqa: E402
 from compress.stats import StatsContext  # noqa: E402
-from static_int8 import static_int8  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
