@@ -63,6 +63,7 @@ FLAGS = [
     "-ffp-contract=off",
     "-fno-trapping-math",
     "-fno-math-errno",
+    "-mprefer-vector-width=512",  # AVX-512 CPUs: the requantization loops run twice as wide (decoder -15%)
 ]
 FLAGS += ["-fPIC", "-shared"]
 _state: dict[str, Any] = {}
