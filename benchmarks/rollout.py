@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         md_table(step_heads, steps, "lrrrr"),
     ])  # fmt: skip
     print(rollout_md + "\n\n" + step_md)
-    print(json.dumps(raw, default=float)[:2000])
+    print(json.dumps(raw, default=float))  # every metric, for the README's table
     if args.write and not args.quick:
         write_sections(ROOT / "benchmarks" / "RESULTS.md", {ROLLOUT_SECTION: rollout_md, STEP_SECTION: step_md})
     return raw
