@@ -30,6 +30,8 @@ _LAZY = {
     "apply_edits": "compress.stats",
     "PostTrainLinearQuantizer": "compress.quant",
     "evaluate_perplexity": "compress.evaluate",
+    "evaluate_rollout": "compress.evaluate",
+    "generate": "compress.api",
     "save_quantized": "compress.quant",
     "load_quantized": "compress.quant",
     "model_device": "compress.utils",

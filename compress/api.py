@@ -19,7 +19,20 @@ import torch
 
 from compress.registry import DATASETS, MODELS
 
-__all__ = ["run", "build_model", "build_dataset", "checkpoint_path", "CHECKPOINTS"]
+
+def generate(artifact: str | Path, *, steps: int, out: str | Path, seed: int = 0, **options: Any) -> dict[str, Any]:
+    """Generate from a quantized artifact exactly like ``python -m compress generate`` (see compress/generate.py).
+
+    Example:
+        >>> # compress.generate("runs/perf_rnn/int8_full.qpt", steps=1000, seed=0, out="int8.mid")["items"]
+    """
+    import compress.components  # noqa: F401
+    from compress.generation import generate as run_generate
+
+    return run_generate(artifact, steps=steps, out=out, seed=seed, **options)
+
+
+__all__ = ["run", "build_model", "build_dataset", "checkpoint_path", "generate", "CHECKPOINTS"]
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 

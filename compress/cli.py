@@ -1,4 +1,5 @@
-"""Command line: ``python -m compress SCHEDULE [--plan] [--out DIR] [--quiet] [--debug]``, or ``--kernels``.
+"""Command line: ``python -m compress SCHEDULE [--plan] [--out DIR] [--quiet] [--debug]``, ``--kernels``, or
+``python -m compress generate ARTIFACT.qpt --steps N --seed S --out FILE`` (compress/generation.py).
 
 User errors print one paragraph to stderr and exit with code 2; ``--debug`` adds the traceback.
 
@@ -181,6 +182,11 @@ def _plan_text(result: object) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["generate"]:  # a subcommand with its own options (a schedule named so: ./generate)
+        from compress.generation import main as generate_main
+
+        return generate_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         _load_builtins_and_plugins()

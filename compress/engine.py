@@ -32,6 +32,7 @@ from compress.distributed.shards import (
 )
 from compress.fileio import output_file, prepare_output_dir
 from compress.registry import EVALUATORS, STATS_SOURCES
+from compress.render import render_if_listed, rendered
 from compress.results import ExperimentResult, RunResult
 from compress.schedule import Schedule
 from compress.stages import (  # noqa: F401  (build_model, ... stay importable from compress.engine)
@@ -158,6 +159,8 @@ def _run(
     )
     with timed(t, "stats"):
         _statistics(ctx)
+    with timed(t, "render"):  # the float model's generations, when the schedule has a render block
+        result.renders = render_if_listed(schedule.data, None, model, out_dir) if team.writer else {}
     experiments = schedule.data["experiments"]
     where = place([_experiment_work(ctx, exp) for exp in experiments], team.size, team.placement)
     finished: dict[int, ExperimentResult] = {}
@@ -209,10 +212,13 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) 
             qmodel = quantizer.prepare_model().eval()
             er.notes = list(getattr(quantizer, "log", []))
     with timed(t, "evaluate"):
-        ev, er.eval_seconds = evaluate(schedule, qmodel, ctx.data, ctx.progress, ctx.team if where.sharded else None)
+        shards = ctx.team if where.sharded else None
+        ev, er.eval_seconds = evaluate(schedule, qmodel, ctx.data, ctx.progress, shards, reference=model)
     er.metric, er.value, er.metrics = ev["metric"], float(ev["value"]), dict(ev.get("metrics", {}))
     er.higher_is_better = bool(ev.get("higher_is_better", False))
     er.weight_bytes = weight_bytes(qmodel)
+    with timed(t, "render"):  # experiments the render block lists run on the writer (see _experiment_work)
+        result.renders.update(render_if_listed(schedule.data, er.name, qmodel, ctx.out_dir))
     if exp.get("export"):
         from compress.quant import save_quantized  # the artifact format belongs to the quant stage
 
@@ -342,4 +348,5 @@ def _experiment_work(ctx: _Study, exp: dict[str, Any]) -> Work:
         fn = EVALUATORS.get(ctx.schedule.data["evaluate"]["name"]).obj
         return can_shard_evaluator(fn) and batches_independent(ctx.model, ctx.data, "evaluation")
 
-    return Work(exp["name"], shardable=shardable, pinned_to_writer=bool(exp.get("export")))
+    pinned = bool(exp.get("export")) or rendered(ctx.schedule.data, exp["name"])  # they write files
+    return Work(exp["name"], shardable=shardable, pinned_to_writer=pinned)

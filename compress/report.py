@@ -214,6 +214,7 @@ def render_markdown(result: RunResult) -> str:
         comparison_table(result, "github"),
         "",
     ]
+    md += _renders_md(result)
     md += _conversion_md(result) + _stats_md(result) + _timings_md(result) + _distribution_md(result)
     exp = layers_experiment(result)
     if exp is not None:
@@ -224,6 +225,16 @@ def render_markdown(result: RunResult) -> str:
         md += [f"### {e.name}", "", "```json", _settings_text(e), "```", ""]
         md += [f"- {note}" for note in e.notes] + ([""] if e.notes else [])
     return "\n".join(md)
+
+
+def _renders_md(result: RunResult) -> list[str]:
+    """Links to the render block's generations (same seeds and draws for every model)."""
+    if not result.renders:
+        return []
+    md = ["## Listen", "", "Generations from the same seeds and random numbers (the schedule's `render:` block):", ""]
+    for label, files in result.renders.items():
+        md.append(f"- `{label}`: " + ", ".join(f"[{f}]({f})" for f in files))
+    return md + [""]
 
 
 def _conversion_md(result: RunResult) -> list[str]:
@@ -282,6 +293,7 @@ def report_json(result: RunResult) -> dict[str, Any]:
         "timings": result.timings,
         "distribution": result.distribution,
         "stats": list(result.stats.values()),
+        "renders": result.renders,
         "experiments": [
             {
                 "name": e.name,

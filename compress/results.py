@@ -47,3 +47,4 @@ class RunResult:
     checkpoint_bytes: int = 0  # the float model's state dict (what its fp32 checkpoint stores)
     # processes, backend, where each statistics source and experiment ran, each rank's stage times
     distribution: dict[str, Any] = field(default_factory=dict)
+    renders: dict[str, list[str]] = field(default_factory=dict)  # "float" / experiment -> generated files

@@ -224,6 +224,9 @@ def _semantic_problems(data: dict[str, Any]) -> list[Problem]:
                 f"no experiment is named '{layers_for}'.{suggest(str(layers_for), [str(s) for s in seen])}",
             )
         )
+    from compress.render import render_problems  # the render module owns its block's checks
+
+    problems += render_problems(data)
     needs_stats = any(
         isinstance(e, dict) and e.get("quantizer", 0) is not None and "stats" not in e
         for e in _as_list(data.get("experiments"))

@@ -48,6 +48,12 @@ def _edit_rule() -> dict[str, Any]:
     return copy.deepcopy(EDIT_RULE_SCHEMA)
 
 
+def _render_schema() -> dict[str, Any]:
+    from compress.render import RENDER_SCHEMA  # the render module owns its block's format
+
+    return copy.deepcopy(RENDER_SCHEMA)
+
+
 _OVERRIDE = {
     "type": "object",
     "description": "A per-layer rule: {match: <regex>, ...settings}; the first matching rule wins.",
@@ -127,6 +133,7 @@ def skeleton_schema() -> dict[str, Any]:
             "quantizer": _component("The base quantizer of every experiment.", _QUANTIZER_EXTRA),
             "evaluate": _component("The evaluator."),
             "experiments": {"type": "array", "items": _EXPERIMENT, "minItems": 1},
+            "render": _render_schema(),
             "report": {
                 "type": "object",
                 "properties": {

@@ -253,16 +253,24 @@ def uses_stats(qspec: dict[str, Any]) -> bool:
 
 
 def evaluate(
-    schedule: Schedule, model: torch.nn.Module, data: Any, progress: bool, shard_over: Team | None = None
+    schedule: Schedule,
+    model: torch.nn.Module,
+    data: Any,
+    progress: bool,
+    shard_over: Team | None = None,
+    reference: torch.nn.Module | None = None,
 ) -> tuple[dict[str, Any], float]:
     """Run the evaluator (on this rank's share of the batches, merged, when ``shard_over`` is given).
 
-    Returns its result and the wall time in seconds.
+    An evaluator that declares ``wants_reference = True`` (e.g. ``rollout``) also gets the float model
+    ``reference``. Returns its result and the wall time in seconds.
     """
     name, args = _component(schedule.data["evaluate"])
     start = time.perf_counter()
     with at_schedule(schedule, ("evaluate",)):
         fn = EVALUATORS.get(name).obj
+        if getattr(fn, "wants_reference", False) is True:
+            args["reference"] = reference
         result = (
             sharded_evaluate(shard_over, fn, model, data, progress, args)
             if shard_over

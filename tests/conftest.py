@@ -55,3 +55,26 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         os.pathsep
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def tiny_rollout_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
+    """The tiny Performance RNN schedule with the rollout evaluator and a render block, fp32 and int8_full only.
+
+    Shared by the rollout, render and generate tests (one run of a few seconds): returns the RunResult and
+    the report folder, which holds ``int8_full.qpt`` and the rendered MIDI files.
+    """
+    from compress import engine, report
+    from compress.schedule import load_schedule
+
+    schedule = load_schedule(ROOT / "tests" / "schedules_tiny" / "perf_rnn_tiny.yaml")
+    schedule.data["evaluate"] = {"name": "rollout", "args": ROLLOUT_TINY}
+    schedule.data["experiments"] = [e for e in schedule.data["experiments"] if e["name"] in ("fp32", "int8_full")]
+    schedule.data["render"] = {"experiments": ["int8_full"], "sequences": 2, "steps": 120}
+    out = tmp_path_factory.mktemp("rollout_study")
+    result = engine.run(schedule, out_dir=out, progress=False)
+    report.write_report(result, out)
+    return result, out
+
+
+ROLLOUT_TINY = {"sequences": 4, "steps": 60, "window": 20, "seed": 0}  # seconds, not the 16 x 1000 default

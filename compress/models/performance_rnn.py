@@ -315,6 +315,45 @@ class PerformanceRNN(nn.Module):
             out.append(event[0].cpu())
         return torch.stack(out)
 
+    # ----------------------------------------------------------------- autoregressive protocol
+    generates = "performance_events"  # compress/models/autoregressive.py: sequences are written as MIDI
+
+    def rollout_init(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, State]:
+        """Start events ``[1, B]`` and the state from z ~ N(0, I) drawn with ``generator`` (no controls).
+
+        Example:
+            >>> x, (h, c) = PerformanceRNN(hidden_dim=8, num_layers=2).rollout_init(3, torch.Generator())
+            >>> x.tolist(), tuple(h.shape)
+            ([[239, 239, 239]], (2, 3, 8))
+        """
+        z = torch.randn(batch_size, self.init_dim, generator=generator)
+        device, dtype = model_device(self), model_dtype(self)
+        start = torch.full((1, batch_size), self.start_event, dtype=torch.long, device=device)
+        return start, self.init_state(z.to(device=device, dtype=dtype))
+
+    def rollout_step(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Logits ``[B, event_dim]`` of the next event after ``inputs [1, B]``, and the new state.
+
+        Example:
+            >>> m = PerformanceRNN(hidden_dim=8, num_layers=1).eval()
+            >>> x, s = m.rollout_init(2, torch.Generator())
+            >>> tuple(m.rollout_step(x, s)[0].shape)
+            (2, 240)
+        """
+        logits, state = self.step(inputs.to(model_device(self)), None, state)
+        return logits[0], state
+
+    def rollout_hidden(self, state: State) -> torch.Tensor:
+        """Every layer's hidden state per sequence, ``[B, num_layers * hidden_dim]`` (the decoder's input).
+
+        Example:
+            >>> m = PerformanceRNN(hidden_dim=8, num_layers=2)
+            >>> tuple(m.rollout_hidden(m.rollout_init(3, torch.Generator())[1]).shape)
+            (3, 16)
+        """
+        hidden = self._hidden_of(state)
+        return hidden.transpose(0, 1).reshape(hidden.shape[1], -1)
+
     def check_data(self, data: Any) -> None:
         """Raise :class:`ModelError` when the data's first evaluation batch does not fit this model.
 

@@ -198,6 +198,41 @@ class WordLM(nn.Module):
                 "max_vocab/min_count recorded in the model card, or set vocab_from_checkpoint."
             )
 
+    # ------------------------------------------------------------------ autoregressive protocol
+    generates = "words"  # compress/models/autoregressive.py: sequences are written as text
+
+    def rollout_init(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, State]:
+        """Random first tokens ``[1, B]`` drawn with ``generator`` and the zero state.
+
+        Example:
+            >>> x, (h, c) = WordLM(20, 4, 4, 2).rollout_init(3, torch.Generator().manual_seed(0))
+            >>> tuple(x.shape), tuple(h.shape)
+            ((1, 3), (2, 3, 4))
+        """
+        tokens = torch.randint(self.ntoken, (1, batch_size), generator=generator)
+        return tokens.to(model_device(self)), self.init_state(batch_size)
+
+    def rollout_step(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Logits ``[B, ntoken]`` of the token after ``inputs [1, B]``, and the new state.
+
+        Example:
+            >>> m = WordLM(20, 4, 4, 1).eval()
+            >>> tuple(m.rollout_step(*m.rollout_init(2, torch.Generator()))[0].shape)
+            (2, 20)
+        """
+        logits, state = self(inputs.to(model_device(self)), state)
+        return logits[0], state
+
+    def rollout_hidden(self, state: State) -> torch.Tensor:
+        """Every layer's hidden state ``h`` per sequence, ``[B, nlayers * nhid]``.
+
+        Example:
+            >>> m = WordLM(20, 4, 4, 2)
+            >>> tuple(m.rollout_hidden(m.init_state(3)).shape)
+            (3, 8)
+        """
+        return state[0].transpose(0, 1).reshape(state[0].shape[1], -1)
+
     def sample_for_calibration(self, batch_size: int, steps: int, generator: torch.Generator) -> None:
         """Sample ``steps`` tokens autoregressively from random start tokens (no gradients).
 

@@ -14,7 +14,8 @@ from compress.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "perf_rnn_tiny.pt"
-SHIPPED_METRICS = SHIPPED_CHECKPOINT.with_suffix(".json")
+TINY_GRU = ROOT / "tests" / "fixtures" / "perf_rnn_gru_tiny.pt"
+SHIPPED_GRU = SHIPPED_CHECKPOINT.with_name("perf_rnn_gru.pt")
 # Re-scoring on another machine or BLAS can move the mean NLL in the 6th decimal; 1e-3 nats
 # is far below any effect a quantization study looks at, and far above float noise.
 METRIC_TOLERANCE = 1e-3
@@ -153,23 +154,26 @@ def _evaluation_args(card: dict) -> dict:
     }
 
 
-def test_tiny_fixture_reaches_its_recorded_metric() -> None:
-    card = _recorded(TINY)
-    assert TINY.stat().st_size < 1_000_000
-    got = _rescore(TINY, _evaluation_args(card), "validation")
+@pytest.mark.parametrize("tiny", [TINY, TINY_GRU], ids=["lstm", "gru"])
+def test_tiny_fixture_reaches_its_recorded_metric(tiny: Path) -> None:
+    card = _recorded(tiny)
+    assert tiny.stat().st_size < 1_000_000
+    got = _rescore(tiny, _evaluation_args(card), "validation")
     want = card["metrics_fp32"]["validation"]
     assert got["all"] == pytest.approx(want["nll"], abs=METRIC_TOLERANCE)
     assert want["nll"] < card["metrics_untrained"]["validation"]["nll"] - 1.0
 
 
 @pytest.mark.slow
-def test_shipped_checkpoint_reaches_its_recorded_metric() -> None:
-    recorded = json.loads(SHIPPED_METRICS.read_text())
-    assert SHIPPED_CHECKPOINT.stat().st_size < 10_000_000
-    card = _recorded(SHIPPED_CHECKPOINT)
+@pytest.mark.parametrize("shipped", [SHIPPED_CHECKPOINT, SHIPPED_GRU], ids=["lstm", "gru"])
+def test_shipped_checkpoint_reaches_its_recorded_metric(shipped: Path) -> None:
+    recorded = json.loads(shipped.with_suffix(".json").read_text())
+    assert shipped.stat().st_size < 10_000_000
+    card = _recorded(shipped)
     assert card["metrics_fp32"] == recorded["metrics_fp32"]
+    assert card["args"]["cell"] == shipped.stem.rsplit("_", 1)[1]  # perf_rnn_gru.pt holds a GRU
     for split in ("validation", "test"):
-        got = _rescore(SHIPPED_CHECKPOINT, _evaluation_args(card), split)
+        got = _rescore(shipped, _evaluation_args(card), split)
         want = recorded["metrics_fp32"][split]
         assert got["all"] == pytest.approx(want["nll"], abs=METRIC_TOLERANCE)
         assert got["no_velocity"] == pytest.approx(want["nll_no_velocity"], abs=METRIC_TOLERANCE)
