@@ -48,6 +48,12 @@ def _edit_rule() -> dict[str, Any]:
     return copy.deepcopy(EDIT_RULE_SCHEMA)
 
 
+def _finetune_block() -> dict[str, Any]:
+    from compress.finetune.config import FINETUNE_SCHEMA  # the finetune package owns its block format
+
+    return copy.deepcopy(FINETUNE_SCHEMA)
+
+
 _OVERRIDE = {
     "type": "object",
     "description": "A per-layer rule: {match: <regex>, ...settings}; the first matching rule wins.",
@@ -89,6 +95,7 @@ _EXPERIMENT = {
         "stats": _STATS,
         "stats_edits": {"type": "array", "items": _edit_rule(), "description": "Appended to stats.edits."},
         "export": {"type": "boolean"},
+        "finetune": _finetune_block(),
     },
     "required": ["name"],
     "additionalProperties": False,
