@@ -159,7 +159,12 @@ def finetune_problems(data: dict[str, Any]) -> list[Problem]:
     """
     problems = []
     for i, exp in enumerate(_as_list(data.get("experiments"))):
-        if isinstance(exp, dict) and exp.get("finetune") is not None and "quantizer" in exp and exp["quantizer"] is None:
+        if (
+            isinstance(exp, dict)
+            and exp.get("finetune") is not None
+            and "quantizer" in exp
+            and exp["quantizer"] is None
+        ):
             problems.append(
                 Problem(
                     ("experiments", i, "finetune"),

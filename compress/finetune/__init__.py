@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.fileio import output_file
 from compress.finetune.config import FINETUNE_SCHEMA, FinetuneSpec, finetune_spec
 from compress.finetune.freeze import float_weights, freeze, thaw
 from compress.finetune.loop import TrainLog, train
 from compress.finetune.protocol import check_trainable
-from compress.fileio import output_file
 
 __all__ = ["FINETUNE_SCHEMA", "FinetuneSpec", "Finetuned", "finetune_experiment", "thaw", "freeze", "float_weights"]
 

@@ -38,7 +38,12 @@ FINETUNE_SCHEMA: dict[str, Any] = {
         "schedule": {"enum": ["cosine", "constant"], "description": "Learning-rate schedule after warm-up (cosine)."},
         "warmup_steps": {**_INT, "description": "Linear warm-up steps (0)."},
         "grad_clip": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "Max gradient norm (1.0)."},
-        "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": 2**63 - 1, "description": "Seed; null: the schedule's."},
+        "seed": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "maximum": 2**63 - 1,
+            "description": "Seed; null: the schedule's.",
+        },
         "save_every": {**_INT, "description": "Write the fine-tuned weights every N steps (50; 0: only at the end)."},
     },
     "required": ["steps"],

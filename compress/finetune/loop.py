@@ -128,7 +128,9 @@ def train(
     return log
 
 
-def _step(model: nn.Module, batch: Any, state: Any, opt: torch.optim.Optimizer, spec: FinetuneSpec, log: TrainLog) -> Any:
+def _step(
+    model: nn.Module, batch: Any, state: Any, opt: torch.optim.Optimizer, spec: FinetuneSpec, log: TrainLog
+) -> Any:
     forget_weights(model)  # the weights changed at the last step: fake-quantize them afresh
     loss, state = model.training_loss(batch, state)
     opt.zero_grad(set_to_none=True)

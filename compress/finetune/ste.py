@@ -72,7 +72,7 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
 
 
 def weight_grid(weight: torch.Tensor, info: dict[str, Any], legacy: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and zero point of ``weight`` from its own range, as :func:`~compress.quant.wrappers.params.quantize_weight`.
+    """Scale and zero point of ``weight`` from its own range, as ``quantize_weight`` computes them.
 
     Shaped to broadcast over the weight (per output channel along dim 0), float64, no gradient.
 
@@ -224,7 +224,9 @@ class _OpSTE(STEOp):
 
     def _inputs(self, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         if len(inputs) != self.num_inputs:
-            raise QuantizationError(f"{self.kind}: got {len(inputs)} inputs, its statistics describe {self.num_inputs}.")
+            raise QuantizationError(
+                f"{self.kind}: got {len(inputs)} inputs, its statistics describe {self.num_inputs}."
+            )
         return [self.fq(x, f"input{i}") for i, x in enumerate(inputs)]
 
     def _rescaled(self, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:

@@ -144,12 +144,20 @@ class _NoTraining(nn.Module):
 def test_a_model_or_dataset_without_training_support_is_named(study: Study) -> None:
     with pytest.raises(ModelError, match=r"\(_NoTraining\) has no method training_loss\(batch, state\)"):
         finetune_experiment(
-            {"steps": 1}, float_model=_NoTraining(), qmodel=_NoTraining(), requantize=study.quantizer, data=study.data,
+            {"steps": 1},
+            float_model=_NoTraining(),
+            qmodel=_NoTraining(),
+            requantize=study.quantizer,
+            data=study.data,
             name="x",
         )
     with pytest.raises(DataError, match=r"the dataset \(object\) has no method training_batches"):
         finetune_experiment(
-            {"steps": 1}, float_model=study.model, qmodel=study.model, requantize=study.quantizer, data=object(),
+            {"steps": 1},
+            float_model=study.model,
+            qmodel=study.model,
+            requantize=study.quantizer,
+            data=object(),
             name="x",
         )
 
@@ -162,3 +170,20 @@ def test_training_streams_resume_at_any_step(study: Study) -> None:
         got = next(later)
         assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
     assert first[0][0].shape == (35, 4)
+
+
+def test_a_finetune_block_on_the_float_model_or_with_a_typo_is_a_schedule_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from compress.cli import main
+
+    text = SCHEDULE.read_text().replace(
+        "  - name: fp32\n    quantizer: null\n",
+        "  - name: fp32\n    quantizer: null\n    finetune: {steps: 1, lr_rate: 0.1}\n",
+    )
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace("../fixtures/", str(SCHEDULE.parent.parent / "fixtures") + "/"))
+    assert main([str(path), "--plan", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "experiments[0].finetune" in err and "quantizer: null" in err and "lr_rate" in err
+    assert "Traceback" not in err

@@ -49,7 +49,9 @@ def test_weight_grid_is_the_quantizers_grid() -> None:
         for mode in ("symmetric", "asymmetric_signed"):
             qw = quantize_weight(w, 4, mode, per_channel)
             scale, zp = weight_grid(w, qw.info, False)
-            assert torch.equal(scale.flatten(), qw.scale.flatten()) and torch.equal(zp.flatten(), qw.zero_point.flatten())
+            assert torch.equal(scale.flatten(), qw.scale.flatten()) and torch.equal(
+                zp.flatten(), qw.zero_point.flatten()
+            )
 
 
 def _concrete_wrapper_types() -> set[type]:
@@ -83,7 +85,9 @@ def _embedding() -> tuple[nn.Module, nn.Module, tuple[torch.Tensor, ...]]:
     return emb, EmbeddingQuantWrapper(emb, quantize_weight(emb.weight, 8, "symmetric", True)), (tokens(vocab=9),)
 
 
-def _op(module: nn.Module, cls: type, n: int = 2) -> Callable[[], tuple[nn.Module, nn.Module, tuple[torch.Tensor, ...]]]:
+def _op(
+    module: nn.Module, cls: type, n: int = 2
+) -> Callable[[], tuple[nn.Module, nn.Module, tuple[torch.Tensor, ...]]]:
     return lambda: (module, cls(module, [_grid(40.0)] * n, _grid(20.0), 32), tuple(torch.rand(6, 3) for _ in range(n)))
 
 
