@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see the module docstring)
 
@@ -149,12 +150,13 @@ def measure_models(
 INTEGER_SECTION = "## Integer execution"
 
 
-def run_integer_path(quick: bool, threads: int, repeats: int) -> tuple[str, str | None]:
+def run_integer_path(quick: bool, threads: int, repeats: int) -> tuple[str, tuple[str, str] | None]:
     """Run ``benchmarks/integer_path.py`` (another engineer's benchmark) when it exists.
 
     It prints its own "## Integer execution" section; that text is returned so it lands in the same
     results file as ours. Quick mode runs it only if it offers ``--quick`` (a full run takes minutes).
-    Returns one line for the overview and the section body (None when it did not run).
+    Returns one line for the overview and the section's (heading, body) (None when it did not run); the heading
+    is the one it printed (it names the CPU class and vendor: "## Integer execution (<class>, <vendor>)").
     """
     script = HERE / "integer_path.py"
     if not script.exists():
@@ -168,12 +170,12 @@ def run_integer_path(quick: bool, threads: int, repeats: int) -> tuple[str, str 
             return "`benchmarks/integer_path.py`: skipped in quick mode (it has no --quick).", None
         cmd.append("--quick")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    start = proc.stdout.find(INTEGER_SECTION + "\n")
-    if proc.returncode != 0 or start < 0:
+    found = re.search(rf"^{re.escape(INTEGER_SECTION)}( \(.+\))?$", proc.stdout, re.M)
+    if proc.returncode != 0 or found is None:
         print(f"integer_path.py failed ({proc.returncode}):\n{proc.stderr[-2000:]}", file=sys.stderr)
         return f"`benchmarks/integer_path.py`: failed (exit {proc.returncode}); its section was not updated.", None
-    body = proc.stdout[start + len(INTEGER_SECTION) :].strip()
-    return f"`{' '.join(['benchmarks/integer_path.py', *cmd[2:]])}`: ran; see *Integer execution*.", body
+    body = proc.stdout[found.end() :].strip()
+    return f"`{' '.join(['benchmarks/integer_path.py', *cmd[2:]])}`: ran; see *Integer execution*.", (found[0], body)
 
 
 def overview(args: argparse.Namespace, cfg: Config, minutes: float, memory_flat: bool, lines: list[str]) -> str:
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     sections = dict(zip(SECTIONS, bodies, strict=True))
     if integer_body is not None:
-        sections[INTEGER_SECTION] = integer_body
+        sections[integer_body[0]] = integer_body[1]
     write_sections(results, sections)
     _log(f"wrote {results}", start)
 
