@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,8 @@ def finetune_experiment(
     checkpoint = (output_file(out_dir, file, "a fine-tuning checkpoint"), fingerprint) if out_dir else None
     log = train(trainable, data, spec, checkpoint, progress, f"finetune {name}", on_step)
     quantizer, model = freeze(trainable, requantize)
-    return Finetuned(quantizer, model, log.summary(), [_note(spec, log, file)])
+    summary = {"spec": asdict(spec), **log.summary()}  # as resolved (defaults filled in), so a row can be rerun
+    return Finetuned(quantizer, model, summary, [_note(spec, log, file)])
 
 
 def _note(spec: FinetuneSpec, log: TrainLog, file: str) -> str:
