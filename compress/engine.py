@@ -211,6 +211,9 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) 
             er.plan = _plan_rows(quantizer)
             qmodel = quantizer.prepare_model().eval()
             er.notes = list(getattr(quantizer, "log", []))
+        if exp.get("finetune") is not None:
+            with timed(t, "finetune"), at_schedule(schedule, ("experiments", i, "finetune")):
+                quantizer, qmodel = _finetune(ctx, exp, qspec, stats, qmodel, er)
     with timed(t, "evaluate"):
         shards = ctx.team if where.sharded else None
         ev, er.eval_seconds = evaluate(schedule, qmodel, ctx.data, ctx.progress, shards, reference=model)
@@ -229,6 +232,27 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) 
             er.layers = _layer_records(ctx, quantizer)
     er.settings["stats"] = result.stats.get(er.stats_key or "", {}).get("spec")
     return er
+
+
+def _finetune(ctx: _Study, exp: dict[str, Any], qspec: Any, stats: Any, qmodel: torch.nn.Module, er: Any) -> Any:
+    """Quantization-aware fine-tuning of the experiment's model, frozen back by its own quantizer."""
+    from compress.finetune import finetune_experiment  # the training stage is imported where it is used
+
+    tuned = finetune_experiment(
+        exp["finetune"],
+        float_model=ctx.model,
+        qmodel=qmodel,
+        requantize=lambda m: make_quantizer(qspec, m, stats),
+        data=ctx.data,
+        name=er.name,
+        identity=[qspec, er.stats_key],
+        out_dir=ctx.out_dir if ctx.team.writer else None,
+        progress=ctx.progress,
+        default_seed=int(ctx.schedule.data.get("seed", 0)),
+    )
+    er.notes += tuned.notes
+    er.settings["finetune"] = tuned.summary
+    return tuned.quantizer, tuned.model
 
 
 def _float_reference(model: torch.nn.Module, batch: Any) -> FloatReference:
@@ -250,7 +274,7 @@ def _layer_records(ctx: _Study, quantizer: Any) -> list[dict[str, Any]]:
     """
     records = quantizer.layer_records
     run = lambda m: _run_batch(m, ctx.calib_batch)  # noqa: E731
-    if _accepts_reference(records):
+    if _accepts_reference(records) and getattr(quantizer, "model", ctx.model) is ctx.model:  # fine-tuned: own float
         return list(records(run, reference=ctx.reference))
     return list(records(run))
 

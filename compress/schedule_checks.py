@@ -19,7 +19,7 @@ from compress.problems import Problem
 from compress.regexsafety import unsafe_regex
 from compress.yamlmarks import Path_
 
-__all__ = ["nonfinite_problems", "output_name_problems", "regex_problems", "RESERVED_OUTPUTS"]
+__all__ = ["nonfinite_problems", "output_name_problems", "regex_problems", "finetune_problems", "RESERVED_OUTPUTS"]
 
 # Files the report stage writes into the report folder; a statistics file must not take their place.
 RESERVED_OUTPUTS = ("report.md", "report.json", "layers.csv", "manifest.json")
@@ -148,3 +148,28 @@ def _regexes(data: dict[str, Any]) -> list[tuple[Path_, str]]:
             quantizer(exp.get("quantizer"), at + ("quantizer",))
             stats(exp.get("stats"), at + ("stats",))
     return found
+
+
+def finetune_problems(data: dict[str, Any]) -> list[Problem]:
+    """``finetune`` blocks on experiments that quantize nothing (the float model has no grids to train against).
+
+    Example:
+        >>> [p.path for p in finetune_problems({"experiments": [{"quantizer": None, "finetune": {"steps": 1}}]})]
+        [('experiments', 0, 'finetune')]
+    """
+    problems = []
+    for i, exp in enumerate(_as_list(data.get("experiments"))):
+        if (
+            isinstance(exp, dict)
+            and exp.get("finetune") is not None
+            and "quantizer" in exp
+            and exp["quantizer"] is None
+        ):
+            problems.append(
+                Problem(
+                    ("experiments", i, "finetune"),
+                    "fine-tuning needs a quantized experiment, but this one has 'quantizer: null' (the float model). "
+                    "Remove the finetune block or give the experiment a quantizer.",
+                )
+            )
+    return problems

@@ -54,6 +54,12 @@ def _render_schema() -> dict[str, Any]:
     return copy.deepcopy(RENDER_SCHEMA)
 
 
+def _finetune_block() -> dict[str, Any]:
+    from compress.finetune.config import FINETUNE_SCHEMA  # the finetune package owns its block format
+
+    return copy.deepcopy(FINETUNE_SCHEMA)
+
+
 _OVERRIDE = {
     "type": "object",
     "description": "A per-layer rule: {match: <regex>, ...settings}; the first matching rule wins.",
@@ -95,6 +101,7 @@ _EXPERIMENT = {
         "stats": _STATS,
         "stats_edits": {"type": "array", "items": _edit_rule(), "description": "Appended to stats.edits."},
         "export": {"type": "boolean"},
+        "finetune": _finetune_block(),
     },
     "required": ["name"],
     "additionalProperties": False,

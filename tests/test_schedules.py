@@ -25,12 +25,31 @@ def test_shipped_schedule_plans(path: Path, capsys: pytest.CaptureFixture[str]) 
     assert ("ModularLSTM" in out or "ModularGRU" in out) and "experiment int8_full" in out
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+SEED_STUDIES = [p for p in SHIPPED if not p.stem.endswith("_qat")]
+QAT_STUDIES = [p for p in SHIPPED if p.stem.endswith("_qat")]
+
+
+@pytest.mark.parametrize("path", SEED_STUDIES, ids=[p.stem for p in SEED_STUDIES])
 def test_shipped_schedule_has_the_seed_study(path: Path) -> None:
     data = yaml.safe_load(path.read_text())
     names = {e["name"] for e in data["experiments"]}
     assert SEED_EXPERIMENTS <= names
     assert any("stats_edits" in e for e in data["experiments"]), "the notebook's ±6 edit must be one variant"
+
+
+def test_both_shipped_models_have_a_qat_study() -> None:
+    assert sorted(p.stem for p in QAT_STUDIES) == ["perf_rnn_qat", "word_lm_qat"]
+
+
+@pytest.mark.parametrize("path", QAT_STUDIES, ids=[p.stem for p in QAT_STUDIES])
+def test_qat_study_pairs_each_fine_tuned_experiment_with_its_post_training_twin(path: Path) -> None:
+    exps = {e["name"]: e for e in yaml.safe_load(path.read_text())["experiments"]}
+    for x in ("w4a8", "int8_full"):
+        ptq, qat = exps[f"{x}_ptq"], exps[f"{x}_qat"]
+        assert "finetune" not in ptq and qat["finetune"]["steps"] > 0
+        same = ("quantizer", "args", "overrides", "stats", "stats_edits")
+        assert {k: ptq.get(k) for k in same} == {k: qat.get(k) for k in same}, x
+    assert exps["w4a8_ptq"]["args"]["bits_parameters"] == 4 and "bits_activations" not in exps["w4a8_ptq"]["args"]
 
 
 def _run(path: Path, out: Path) -> dict:
@@ -55,9 +74,11 @@ def test_tiny_schedule_runs_twice_identically(path: Path, tmp_path: Path) -> Non
     rows = {e["name"]: e for e in a["experiments"]}
     assert rows["fp32"]["delta_pct"] == 0.0
     assert all(e["layers"] for name, e in rows.items() if name not in ("fp32", "fp16", "bf16"))
-    artifact = tmp_path / "a" / "int8_full.qpt"  # the schedules export int8_full
-    assert rows["int8_full"]["artifact_bytes"] == artifact.stat().st_size > 0
-    int8 = {r["module"]: r for r in rows["int8_full"]["layers"]}
+    exported = [e["name"] for e in yaml.safe_load(path.read_text())["experiments"] if e.get("export")]
+    assert exported
+    for name in exported:
+        assert rows[name]["artifact_bytes"] == (tmp_path / "a" / f"{name}.qpt").stat().st_size > 0
+    int8 = {r["module"]: r for r in rows["int8_full_qat" if "int8_full_qat" in rows else "int8_full"]["layers"]}
     gates, cell_out = (".eltwiseadd_gate", ".act_h") if "gru_tiny" not in path.stem else (".eltwiseadd_new", ".act_n")
     assert any(gates in m for m in int8) and any(cell_out in m for m in int8)
     for label, files in a.get("renders", {}).items():  # the render block's generations, linked from report.md

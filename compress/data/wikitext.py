@@ -276,6 +276,34 @@ class TextDataSource:
                 return
             yield batch
 
+    def training_batches(
+        self, batch_size: int | None = None, seed: int = 0, start: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless full ``bptt`` chunks of the **train** split (fine-tuning), from step ``start`` on.
+
+        The split is laid out as for calibration (``batch_size`` columns, default the calibration batch
+        size); each pass starts at a row offset in ``[0, bptt)`` drawn from ``(seed, pass)``, so chunk
+        boundaries move between passes. Chunks follow each other, so a model may carry its state.
+
+        Example:
+            >>> src = TextDataSource("toy", {"train": ["a b a b a b a"], "valid": ["a"], "test": ["b"]},
+            ...                      bptt=2, eval_batch_size=1, calibration_batch_size=1)
+            >>> x, y = next(src.training_batches()); tuple(x.shape), tuple(y.shape)
+            ((2, 1), (2, 1))
+        """
+        data = self._layout("train", batch_size or self.roles["calibration"][1])
+        step, rounds = 0, 0
+        while True:
+            offset = int(torch.randint(self.bptt, (1,), generator=torch.Generator().manual_seed(seed + rounds)))
+            starts = range(offset, data.size(0) - self.bptt, self.bptt)  # full chunks only
+            if not starts:
+                raise DataError(f"The {self.name} train split is too short for one training chunk of {self.bptt}.")
+            for row in starts:
+                if step >= start:
+                    yield data[row : row + self.bptt], data[row + 1 : row + 1 + self.bptt]
+                step += 1
+            rounds += 1
+
     def num_batches(self, split: str) -> int:
         """How many batches :meth:`batches` yields for ``split``."""
         self._check_role(split)

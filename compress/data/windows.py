@@ -169,6 +169,31 @@ class WindowedEvents:
             chunk = [self._cut(i, start) for i, start in windows[b : b + self.batch_size]]
             yield make_batch(chunk, z_all[b : b + len(chunk)], self.controls)
 
+    def training_batches(self, batch_size: int | None = None, seed: int = 0, start: int = 0) -> Iterator[Batch]:
+        """Endless batches of windows of the corpus **train** split (fine-tuning), from step ``start`` on.
+
+        Each pass over the split is a permutation drawn from ``(seed, pass)`` cut into full batches of
+        ``batch_size`` windows (default: the dataset's); every window gets a fresh standard-normal ``z``
+        drawn from the same seed, as evaluation windows do.
+
+        Example:
+            >>> # events, controls, z = next(data.training_batches(8, seed=0))
+        """
+        windows = self._split_windows("train")
+        size = batch_size or self.batch_size
+        per_pass = len(windows) // size
+        if per_pass == 0:
+            raise DataError(f"{self.name}: the train split has {len(windows)} windows, fewer than one batch of {size}.")
+        rounds, first = divmod(start, per_pass)
+        while True:
+            key = [seed, rounds]
+            order = np.random.default_rng(key).permutation(len(windows))
+            z = torch.randn(len(windows), self.init_dim, generator=torch.Generator().manual_seed(seed * 7919 + rounds))
+            for b in range(first, per_pass):
+                chosen = order[b * size : (b + 1) * size]
+                yield make_batch([self._cut(*windows[k]) for k in chosen], z[torch.from_numpy(chosen)], self.controls)
+            rounds, first = rounds + 1, 0
+
     def _cut(self, file: int, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         events, density, hist = self.corpus.file(file)
         end = start + self.window

@@ -175,6 +175,18 @@ class WordLM(nn.Module):
             nll = -logp.gather(-1, targets.unsqueeze(-1)).double().sum()
         return {"all": (float(nll), int(targets.numel()))}, state
 
+    def training_loss(self, batch: Batch, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Mean NLL per token of one chunk (differentiable; what :meth:`score_batch` sums) and the state to carry.
+
+        Example:
+            >>> x = torch.zeros(3, 2, dtype=torch.long)
+            >>> loss, _ = WordLM(10, 4, 4, 1).training_loss((x, x)); loss.requires_grad
+            True
+        """
+        _, targets = self._on_device(batch)
+        logits, state = self.forward_batch(batch, state)
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1)), state
+
     def _check_ids(self, ids: torch.Tensor) -> None:
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.ntoken):
             raise ModelError(
