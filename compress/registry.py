@@ -127,7 +127,8 @@ class Registry:
         return sorted(self._lookup())
 
     def __contains__(self, name: object) -> bool:
-        return name in self._lookup()
+        # A schedule may give any YAML value as a name ([] or {} from a typo): not a name, so not here.
+        return isinstance(name, str) and name in self._lookup()
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries[n] for n in self.names())

@@ -50,3 +50,11 @@ def test_every_component_declares_a_strict_valid_schema(kind: str, entry: object
     assert entry.description, "every component needs a one-line description for --list"  # type: ignore[attr-defined]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"surely_not_a_parameter": 1}, schema)
+
+
+def test_a_value_that_is_not_a_name_is_not_registered() -> None:
+    from compress.registry import REGISTRIES
+
+    for value in ([], {}, None, 3, ("perplexity",)):
+        assert value not in REGISTRIES["evaluators"]
+    assert "perplexity" in REGISTRIES["evaluators"]
