@@ -218,6 +218,7 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) 
         shards = ctx.team if where.sharded else None
         ev, er.eval_seconds = evaluate(schedule, qmodel, ctx.data, ctx.progress, shards, reference=model)
     er.metric, er.value, er.metrics = ev["metric"], float(ev["value"]), dict(ev.get("metrics", {}))
+    er.extra_metrics = list(ev.get("extra_metrics", []))
     er.higher_is_better = bool(ev.get("higher_is_better", False))
     er.weight_bytes = weight_bytes(qmodel)
     with timed(t, "render"):  # experiments the render block lists run on the writer (see _experiment_work)

@@ -72,7 +72,7 @@ def _extra_metric_names(result: RunResult) -> list[str]:
     names: list[str] = []
     for e in result.experiments:
         for k in e.metrics:
-            if k.startswith(e.metric + "_") and k not in names:
+            if (k.startswith(e.metric + "_") or k in e.extra_metrics) and k not in names:
                 names.append(k)
     return names
 
@@ -170,7 +170,7 @@ def experiment_line(done: list[ExperimentResult], e: ExperimentResult, total: in
     base = floats[0] if floats else None
     vs = f" vs {base.name}" if base is not None else ""
     parts = [f"{e.metric} {e.value:.4f} ({_delta(e.value, base.value if base else math.nan):+.2f}%{vs})"]
-    parts += [f"{k} {v:.4f}" for k, v in e.metrics.items() if k.startswith(e.metric + "_")]
+    parts += [f"{k} {v:.4f}" for k, v in e.metrics.items() if k.startswith(e.metric + "_") or k in e.extra_metrics]
     parts += [f"weights {fmt_bytes(e.weight_bytes)}", f"eval {e.eval_seconds:.2f} s"]
     return f"[{len(done)}/{total}] {e.name}: " + ", ".join(parts)
 

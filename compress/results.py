@@ -24,6 +24,7 @@ class ExperimentResult:
     metric: str = ""
     value: float = float("nan")
     metrics: dict[str, float] = field(default_factory=dict)
+    extra_metrics: list[str] = field(default_factory=list)  # names in ``metrics`` from also_evaluate evaluators
     higher_is_better: bool = False  # the evaluator's declared direction (perplexity: lower is better)
     eval_seconds: float = 0.0
     weight_bytes: int = 0

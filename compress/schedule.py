@@ -123,6 +123,9 @@ def _component_blocks(data: dict[str, Any]) -> list[tuple[Path_, str, str, dict[
     for i, item in enumerate(_as_list(data.get("convert"))):
         if isinstance(item, dict):
             out.append((("convert", i), "converters", "name", item))
+    for i, item in enumerate(_as_list(data.get("also_evaluate"))):
+        if isinstance(item, dict):
+            out.append((("also_evaluate", i), "evaluators", "name", item))
     for i, exp in enumerate(_as_list(data.get("experiments"))):
         if not isinstance(exp, dict):
             continue

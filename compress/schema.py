@@ -139,6 +139,11 @@ def skeleton_schema() -> dict[str, Any]:
             "stats": _STATS,
             "quantizer": _component("The base quantizer of every experiment.", _QUANTIZER_EXTRA),
             "evaluate": _component("The evaluator."),
+            "also_evaluate": {
+                "type": "array",
+                "items": _component("A further evaluator: its metrics join every experiment's as extras."),
+                "description": "Evaluators run after `evaluate` on every experiment (e.g. rollout beside perplexity).",
+            },
             "experiments": {"type": "array", "items": _EXPERIMENT, "minItems": 1},
             "render": _render_schema(),
             "report": {
@@ -163,6 +168,7 @@ COMPONENT_BLOCKS: list[tuple[str, str, str]] = [
     ("stats", "stats_sources", "source"),
     ("quantizer", "quantizers", "name"),
     ("evaluate", "evaluators", "name"),
+    ("also_evaluate[]", "evaluators", "name"),
     ("experiments[].quantizer", "quantizers", "name"),
     ("experiments[].stats", "stats_sources", "source"),
 ]
@@ -204,6 +210,7 @@ def composed_schema(builtin_only: bool = False) -> dict[str, Any]:
         (p["stats"], "stats_sources", "source"),
         (p["quantizer"], "quantizers", "name"),
         (p["evaluate"], "evaluators", "name"),
+        (p["also_evaluate"]["items"], "evaluators", "name"),
     ]:
         _with_variants(block, REGISTRIES[kind], key, builtin_only)
     exp = p["experiments"]["items"]["properties"]

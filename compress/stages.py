@@ -260,20 +260,49 @@ def evaluate(
     shard_over: Team | None = None,
     reference: torch.nn.Module | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """Run the evaluator (on this rank's share of the batches, merged, when ``shard_over`` is given).
+    """Run the evaluator (on this rank's share of the batches, merged, when ``shard_over`` is given), then
+    each ``also_evaluate`` evaluator (on all the batches), whose metrics join the result's as extras.
 
     An evaluator that declares ``wants_reference = True`` (e.g. ``rollout``) also gets the float model
-    ``reference``. Returns its result and the wall time in seconds.
+    ``reference``. Returns the result (``extra_metrics`` names what ``also_evaluate`` added) and the wall
+    time in seconds.
     """
-    name, args = _component(schedule.data["evaluate"])
     start = time.perf_counter()
     with at_schedule(schedule, ("evaluate",)):
-        fn = EVALUATORS.get(name).obj
-        if getattr(fn, "wants_reference", False) is True:
-            args["reference"] = reference
-        result = (
-            sharded_evaluate(shard_over, fn, model, data, progress, args)
-            if shard_over
-            else fn(model, data, progress=progress, **args)
-        )
+        result = _run_evaluator(schedule.data["evaluate"], model, data, progress, shard_over, reference)
+    for k, block in enumerate(schedule.data.get("also_evaluate") or []):
+        with at_schedule(schedule, ("also_evaluate", k)):
+            result = with_extra(result, _run_evaluator(block, model, data, progress, None, reference))
     return result, time.perf_counter() - start
+
+
+def _run_evaluator(
+    block: dict[str, Any], model: torch.nn.Module, data: Any, progress: bool, shard_over: Team | None,
+    reference: torch.nn.Module | None,
+) -> dict[str, Any]:  # fmt: skip
+    name, args = _component(block)
+    fn = EVALUATORS.get(name).obj
+    if getattr(fn, "wants_reference", False) is True:
+        args["reference"] = reference
+    if shard_over:
+        return sharded_evaluate(shard_over, fn, model, data, progress, args)
+    return fn(model, data, progress=progress, **args)
+
+
+def with_extra(result: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with a second evaluator's main metric and extras added to its ``metrics``.
+
+    A name the result already has gets the second evaluator's metric name in front.
+
+    Example:
+        >>> r = with_extra({"metric": "ppl", "value": 2.0, "metrics": {}}, {"metric": "kl", "value": 0.1})
+        >>> r["metrics"], r["extra_metrics"]
+        ({'kl': 0.1}, ['kl'])
+    """
+    metrics, added = dict(result.get("metrics", {})), list(result.get("extra_metrics", []))
+    items = {extra["metric"]: extra["value"], **dict(extra.get("metrics", {}))}
+    for key, value in items.items():
+        name = key if key not in metrics and key != result.get("metric") else f"{extra['metric']}.{key}"
+        metrics[name] = float(value)
+        added.append(name)
+    return {**result, "metrics": metrics, "extra_metrics": added}

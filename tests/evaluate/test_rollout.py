@@ -100,3 +100,43 @@ def test_models_without_the_protocol_get_a_clear_error() -> None:
         fn(torch.nn.Linear(2, 2), None, reference=torch.nn.Linear(2, 2))
     with pytest.raises(CompressError, match="float model"):
         fn(PerformanceRNN(hidden_dim=4, num_layers=1), None)
+
+
+def test_rollout_as_a_second_evaluator_beside_perplexity(tmp_path) -> None:
+    """``also_evaluate``: perplexity stays the main metric; rollout's numbers join every row as extras."""
+    import json
+
+    from compress import engine, report
+    from compress.schedule import load_schedule
+    from tests.conftest import ROLLOUT_TINY, ROOT
+
+    schedule = load_schedule(ROOT / "tests" / "schedules_tiny" / "perf_rnn_tiny.yaml")
+    schedule.data["also_evaluate"] = [{"name": "rollout", "args": ROLLOUT_TINY}]
+    schedule.data["experiments"] = [e for e in schedule.data["experiments"] if e["name"] in ("fp32", "int8_full")]
+    schedule.data.pop("render", None)
+    result = engine.run(schedule, out_dir=tmp_path, progress=False)
+    report.write_report(result, tmp_path)
+    rows = {e.name: e for e in result.experiments}
+    assert {e.metric for e in result.experiments} == {"perplexity"}
+    assert rows["fp32"].metrics["rollout"] == 0.0 and rows["fp32"].metrics["rollout_never_diverged"] == 1.0
+    assert rows["int8_full"].metrics["rollout"] > 0.0
+    assert "rollout_kl_last" in rows["int8_full"].extra_metrics
+    assert "rollout_kl_last" in (tmp_path / "report.md").read_text()
+    saved = {e["name"]: e for e in json.loads((tmp_path / "report.json").read_text())["experiments"]}
+    assert saved["int8_full"]["metrics"]["rollout"] == rows["int8_full"].metrics["rollout"]
+
+
+def test_an_unknown_second_evaluator_is_a_schedule_error(tmp_path, capsys) -> None:
+    import yaml
+
+    from compress.cli import main
+    from tests.conftest import ROOT
+
+    data = yaml.safe_load((ROOT / "tests" / "schedules_tiny" / "perf_rnn_tiny.yaml").read_text())
+    data["also_evaluate"] = [{"name": "rollut"}]
+    data["model"]["checkpoint"] = str(ROOT / "tests" / "fixtures" / "perf_rnn_tiny.pt")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main([str(path), "--plan", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "also_evaluate" in err and "rollut" in err and "Traceback" not in err
