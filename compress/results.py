@@ -25,6 +25,7 @@ class ExperimentResult:
     value: float = float("nan")
     metrics: dict[str, float] = field(default_factory=dict)
     higher_is_better: bool = False  # the evaluator's declared direction (perplexity: lower is better)
+    unit: str = ""  # "fraction": a bounded metric in [0, 1] such as accuracy; report Δ in points too
     eval_seconds: float = 0.0
     weight_bytes: int = 0
     artifact_bytes: int | None = None  # size on disk of the exported <name>.qpt (experiments with export: true)
@@ -32,6 +33,7 @@ class ExperimentResult:
     plan: list[dict[str, Any]] = field(default_factory=list)
     stats_key: str | None = None
     notes: list[str] = field(default_factory=list)
+    search: dict[str, Any] | None = None  # a search experiment's outcome (compress/search/search.py)
 
 
 @dataclass

@@ -145,6 +145,7 @@ def _regexes(data: dict[str, Any]) -> list[tuple[Path_, str]]:
             rules(exp.get("overrides"), at + ("overrides",))
             rules(_as_dict(exp.get("args")).get("overrides"), at + ("args", "overrides"))
             rules(exp.get("stats_edits"), at + ("stats_edits",))
+            rules(_as_dict(exp.get("search")).get("groups"), at + ("search", "groups"))
             quantizer(exp.get("quantizer"), at + ("quantizer",))
             stats(exp.get("stats"), at + ("stats",))
     return found

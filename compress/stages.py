@@ -156,6 +156,40 @@ def first_batch(data: Any, split: str) -> Any:
     return next(iter(data.batches(split)))
 
 
+class _FirstBatches:
+    """A data source whose evaluation split is cut to its first ``n`` batches (a search's subset)."""
+
+    def __init__(self, data: Any, n: int) -> None:
+        self._data, self._n = data, n
+
+    def batches(self, split: str) -> Iterator[Any]:
+        for k, batch in enumerate(self._data.batches(split)):
+            if split == "evaluation" and k >= self._n:
+                return
+            yield batch
+
+    def num_batches(self, split: str) -> int:
+        total = self._data.num_batches(split)
+        return min(total, self._n) if split == "evaluation" else total
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the source's own (vocabulary, sampling, ...)
+        return getattr(self._data, name)
+
+
+def first_batches(data: Any, n: int | None) -> Any:
+    """``data`` with its evaluation split cut to the first ``n`` batches (``n`` None: all of ``data``).
+
+    Example:
+        >>> class D:
+        ...     def batches(self, split): return iter(range(5))
+        ...     def num_batches(self, split): return 5
+        >>> cut = first_batches(D(), 2)
+        >>> list(cut.batches("evaluation")), cut.num_batches("evaluation"), list(cut.batches("calibration"))
+        ([0, 1], 2, [0, 1, 2, 3, 4])
+    """
+    return data if n is None else _FirstBatches(data, n)
+
+
 def _max_output_error(a: torch.nn.Module, b: torch.nn.Module, batch: Any) -> float:
     with torch.no_grad():
         ya, _ = a.forward_batch(batch, None)
