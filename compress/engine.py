@@ -192,6 +192,7 @@ class _Study:
     reference: FloatReference  # the float model's per-module outputs on calib_batch, for every experiment's layer rows
     team: Team
     stats_cache: dict[str, Any] = field(default_factory=dict)
+    search_trials: dict[str, Any] = field(default_factory=dict)  # trial results the study's searches share
 
 
 def _search(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) -> ExperimentResult:
@@ -204,7 +205,8 @@ def _search(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) -> Exper
     with at_schedule(ctx.schedule, ("experiments", i, "search")):
         spec = parse_search(exp["search"])
     final = partial(_run_experiment, ctx, i=i, where=where)
-    return run_search(spec, exp, experiment_quantizer(ctx.schedule, exp), trial, final, ctx.out_dir)
+    qspec = experiment_quantizer(ctx.schedule, exp)
+    return run_search(spec, exp, qspec, trial, final, ctx.out_dir, shared=ctx.search_trials)
 
 
 def _run_experiment(

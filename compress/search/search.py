@@ -36,12 +36,14 @@ def run_search(
     final: Callable[[dict[str, Any]], Any],
     out_dir: Path,
     clock: Callable[[], float] = time.monotonic,
+    shared: dict[str, Any] | None = None,
 ) -> Any:
     """Search ``exp``'s configuration (``spec``: its parsed ``search:`` block); the best one's ExperimentResult.
 
-    ``qspec`` is the experiment's resolved quantizer block (args merged over the base, its overrides).
+    ``qspec`` is the experiment's resolved quantizer block (args merged over the base, its overrides);
+    ``shared`` caches trial results across the searches of one study (the engine keeps one per run).
     """
-    session = Session(spec, exp, qspec, trial, out_dir, clock)
+    session = Session(spec, exp, qspec, trial, out_dir, clock, shared)
     batches = spec.subset_batches
     base = session.run(list(qspec["overrides"]), batches, {"phase": "base", "change": "base"}, None, layers=True)
     if base.error:

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable
@@ -67,8 +68,12 @@ class Session:
         trial: TrialFn,
         out_dir: Path,
         clock: Callable[[], float] = time.monotonic,
+        shared: dict[str, Any] | None = None,
     ) -> None:
         self.spec, self.exp, self.qspec, self._trial, self.out_dir = spec, exp, qspec, trial, out_dir
+        # Results of identical entries on the same data, shared by the searches of one study (two searches
+        # from the same base share their sensitivity trials); only successful trials are shared.
+        self.shared = {} if shared is None else shared
         self.clock, self.start = clock, clock()
         self.trace = Trace(out_dir, exp["name"])
         self.trials = 0
@@ -90,7 +95,7 @@ class Session:
     def reference(self, batches: int | None) -> float:
         """The float model's metric on this data (measured once, not counted as a trial)."""
         if batches not in self.references:
-            er = self._trial({"name": self.exp["name"], "quantizer": None}, batches, False)
+            er = self._shared_trial({"name": self.exp["name"], "quantizer": None}, batches, False)
             self.references[batches] = float(er.value)
             self.higher_is_better = bool(er.higher_is_better)
         return self.references[batches]
@@ -146,7 +151,7 @@ class Session:
         self.trials += 1
         start = self.clock()
         try:
-            er = self.last = self._trial(self.entry(overrides), batches, layers)
+            er = self.last = self._shared_trial(self.entry(overrides), batches, layers)
             value, wbytes, ops, error = float(er.value), int(er.weight_bytes), integer_ops(er.plan), ""
         except CompressError as exc:  # a rung this group cannot take (e.g. no histogram): recorded, skipped
             value, wbytes, ops, error = math.nan, 0, 0, str(exc).splitlines()[0][:300]
@@ -158,6 +163,13 @@ class Session:
         if config is not None and not error:
             self.consider(outcome, tuple(config), batches)
         return outcome
+
+    def _shared_trial(self, entry: dict[str, Any], batches: int | None, layers: bool) -> Any:
+        what = {k: v for k, v in entry.items() if k not in ("name", "description", "export")}
+        key = json.dumps([what, batches, layers], sort_keys=True, default=str)
+        if key not in self.shared:
+            self.shared[key] = self._trial(entry, batches, layers)
+        return self.shared[key]
 
     def _record(self, o: Outcome, ref: float, batches: int | None, label: dict[str, str]) -> None:
         row = {"trial": self.trials, **label, "data": self.data_label(batches), "value": o.value}
