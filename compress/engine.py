@@ -232,9 +232,10 @@ def _run_experiment(
             er.plan = _plan_rows(quantizer)
             qmodel = quantizer.prepare_model().eval()
             er.notes = list(getattr(quantizer, "log", []))
+    shard_over = ctx.team if where.sharded else None
     with timed(t, "evaluate"):
         ev, er.eval_seconds = evaluate(
-            schedule, qmodel, data if trial else ctx.data, ctx.progress and not trial, ctx.team if where.sharded else None
+            schedule, qmodel, data if trial else ctx.data, ctx.progress and not trial, shard_over
         )
     er.metric, er.value, er.metrics = ev["metric"], float(ev["value"]), dict(ev.get("metrics", {}))
     er.higher_is_better = bool(ev.get("higher_is_better", False))

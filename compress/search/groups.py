@@ -27,7 +27,16 @@ from typing import Any
 
 from compress.errors import ScheduleError
 
-__all__ = ["Group", "build_groups", "overrides_for", "isolate_overrides", "float_overrides", "prune", "integer_ops", "INTEGER_KINDS"]
+__all__ = [
+    "Group",
+    "build_groups",
+    "overrides_for",
+    "isolate_overrides",
+    "float_overrides",
+    "prune",
+    "integer_ops",
+    "INTEGER_KINDS",
+]
 
 #: Plan kinds that run on an integer grid (what "most integer ops" counts).
 INTEGER_KINDS = ("linear", "embedding", "eltwise_add", "eltwise_mult", "concat", "fake")

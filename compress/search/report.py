@@ -27,7 +27,7 @@ def _num(v: Any, fmt: str) -> str:
 
 def search_md(name: str, s: dict[str, Any]) -> list[str]:
     """Markdown lines for one search experiment."""
-    (kind, limit), = s["target"].items()
+    ((kind, limit),) = s["target"].items()
     unit = "%" if kind == "max_delta_pct" else ""
     md = [f"## Search: `{name}`", ""]
     md.append(
@@ -51,8 +51,14 @@ def _rungs_md(s: dict[str, Any]) -> list[str]:
 
 def _sensitivity_md(s: dict[str, Any]) -> list[str]:
     rows = [
-        [r["group"], r["modules"], _num(r.get("gain"), ".4g"), _num(r.get("only_float_delta_pct"), "+.3f"),
-         _num(r.get("only_quantized_delta_pct"), "+.3f"), _num(r.get("sqnr_db"), ".1f")]
+        [
+            r["group"],
+            r["modules"],
+            _num(r.get("gain"), ".4g"),
+            _num(r.get("only_float_delta_pct"), "+.3f"),
+            _num(r.get("only_quantized_delta_pct"), "+.3f"),
+            _num(r.get("sqnr_db"), ".1f"),
+        ]
         for r in s["sensitivity"]
     ]
     heads = ["group", "modules", "gain", "Δ% only it float", "Δ% only it quantized", "worst SQNR dB"]
@@ -63,8 +69,17 @@ def _sensitivity_md(s: dict[str, Any]) -> list[str]:
 def _trajectory_md(s: dict[str, Any]) -> list[str]:
     traj = [r for r in s["trajectory"] if r.get("phase") != "sensitivity"]
     rows = [
-        [r["trial"], r["phase"], r.get("group", ""), r.get("change", ""), r["data"], _num(r.get("delta_pct"), "+.3f"),
-         "yes" if r.get("target_met") else "", r.get("weight_bytes", ""), r.get("note", "")]
+        [
+            r["trial"],
+            r["phase"],
+            r.get("group", ""),
+            r.get("change", ""),
+            r["data"],
+            _num(r.get("delta_pct"), "+.3f"),
+            "yes" if r.get("target_met") else "",
+            r.get("weight_bytes", ""),
+            r.get("note", ""),
+        ]
         for r in traj[:_TRAJECTORY_SHOWN]
     ]
     heads = ["trial", "phase", "group", "change", "data", "Δ%", "met", "weight bytes", "note"]

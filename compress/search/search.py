@@ -20,7 +20,7 @@ from typing import Any
 
 from compress.search.groups import build_groups
 from compress.search.plots import write_plots
-from compress.search.sensitivity import group_sqnr, measure_sensitivity, worst_first
+from compress.search.sensitivity import measure_sensitivity, sqnr_row, worst_first
 from compress.search.session import BudgetSpent, Outcome, Session, TrialFn
 from compress.search.spec import SearchSpec, loss_of
 from compress.search.strategy import fallback, relower
@@ -70,7 +70,7 @@ def _sensitivity(
     """The sensitivity rows (measured unless ``sensitivity: false``; the SQNR column always)."""
     if session.spec.sensitivity:
         return measure_sensitivity(session, base, layers, batches)
-    return [{"group": g.name, "modules": len(g.modules), "sqnr_db": group_sqnr(layers, g.modules)} for g in session.groups]
+    return [sqnr_row(g, layers) for g in session.groups]
 
 
 def _confirm(session: Session, order: list[int], batches: int | None, final: Callable[[dict[str, Any]], Any]) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 from compress.search.groups import float_overrides, isolate_overrides
 from compress.search.session import BudgetSpent, Outcome, Session
 
-__all__ = ["measure_sensitivity", "worst_first", "group_sqnr"]
+__all__ = ["measure_sensitivity", "worst_first", "group_sqnr", "sqnr_row"]
 
 
 def group_sqnr(layers: Sequence[dict[str, Any]], modules: Sequence[str]) -> float:
@@ -34,6 +34,11 @@ def group_sqnr(layers: Sequence[dict[str, Any]], modules: Sequence[str]) -> floa
     values = [r.get("sqnr_db") for r in layers if r.get("module") in set(modules)]
     finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     return min(finite) if finite else math.nan
+
+
+def sqnr_row(group: Any, layers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A group's row before any trial: its name, size and worst SQNR."""
+    return {"group": group.name, "modules": len(group.modules), "sqnr_db": group_sqnr(layers, group.modules)}
 
 
 def worst_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -51,7 +56,7 @@ def measure_sensitivity(
     session: Session, base: Outcome, layers: Sequence[dict[str, Any]], batches: int | None
 ) -> list[dict[str, Any]]:
     """One row per group (see module doc), measured until the budget runs out (then nan)."""
-    rows = [{"group": g.name, "modules": len(g.modules), "sqnr_db": group_sqnr(layers, g.modules)} for g in session.groups]
+    rows = [sqnr_row(g, layers) for g in session.groups]
     try:
         for i in range(len(rows)):
             _measure_one(session, i, rows[i], base, batches)
@@ -61,7 +66,8 @@ def measure_sensitivity(
 
 
 def _measure_one(session: Session, i: int, row: dict[str, Any], base: Outcome, batches: int | None) -> None:
-    ref, hib, rules, g = session.reference(batches), session.higher_is_better, session.qspec["overrides"], session.groups[i]
+    ref, hib, rules = session.reference(batches), session.higher_is_better, session.qspec["overrides"]
+    g = session.groups[i]
     alone = session.run(isolate_overrides(session.groups, i, rules), batches, _label("only quantized", g))
     row["only_quantized_delta_pct"] = _pct(alone, ref, hib)
     left = session.run(float_overrides(session.groups, i, rules), batches, _label("only float", g))

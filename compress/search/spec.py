@@ -153,7 +153,7 @@ def parse_search(block: dict[str, Any]) -> SearchSpec:
         >>> parse_search({"target": {"max_delta": 0.01}, "ladder": "int8_grid"}).ladder_name
         'int8_grid'
     """
-    (kind, limit), = block["target"].items()
+    ((kind, limit),) = block["target"].items()
     raw = block.get("ladder", "default")
     name, ladder = (raw, LADDERS[raw]) if isinstance(raw, str) else ("custom", list(raw))
     check_ladder(ladder)

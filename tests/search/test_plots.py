@@ -29,7 +29,9 @@ def test_plots_are_png_files_next_to_the_report(tmp_path: Path) -> None:
 
 
 @pytest.mark.plots
-def test_without_matplotlib_nothing_is_written_and_nothing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_matplotlib_nothing_is_written_and_nothing_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = builtins.__import__
 
     def no_matplotlib(name: str, *args: Any, **kwargs: Any) -> Any:
