@@ -149,3 +149,31 @@ def _regexes(data: dict[str, Any]) -> list[tuple[Path_, str]]:
             quantizer(exp.get("quantizer"), at + ("quantizer",))
             stats(exp.get("stats"), at + ("stats",))
     return found
+
+
+def search_problems(data: dict[str, Any]) -> list[Problem]:
+    """A ``search:`` on the float model, and ladder rungs that are not valid override settings.
+
+    Example:
+        >>> exps = [{"name": "s", "quantizer": None, "search": {"target": {"max_delta_pct": 1}}}]
+        >>> [p.path for p in search_problems({"experiments": exps})]
+        [('experiments', 0, 'search')]
+    """
+    from compress.errors import ScheduleError
+    from compress.search.ladder import check_ladder
+
+    problems = []
+    for i, exp in enumerate(_as_list(data.get("experiments"))):
+        search = _as_dict(exp).get("search") if isinstance(exp, dict) else None
+        if not isinstance(search, dict):
+            continue
+        at: Path_ = ("experiments", i, "search")
+        if "quantizer" in exp and exp["quantizer"] is None:
+            problems.append(Problem(at, "a search needs a quantizer to configure; remove 'quantizer: null'."))
+        for k, rung in enumerate(_as_list(search.get("ladder"))):
+            try:
+                check_ladder([{}] * k + [rung])  # each rung alone, at its own index
+            except ScheduleError as err:
+                text = str(err).replace(f"ladder rung #{k}: ", "").replace(f"ladder rung #{k}.", "")
+                problems.append(Problem(at + ("ladder", k), text))
+    return problems

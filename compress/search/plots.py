@@ -64,7 +64,8 @@ def _tradeoff_figure(plt: Any, trajectory: list[dict[str, Any]]) -> Any:
         ax.scatter([r["weight_bytes"] / 1024 for r in pts], [r["delta_pct"] for r in pts], s=10, label=phase)
     ax.set_xlabel("weight KiB")
     ax.set_ylabel("Δ vs float (%)")
-    ax.legend(fontsize=7)
+    if trajectory:
+        ax.legend(fontsize=7)
     return fig
 
 
