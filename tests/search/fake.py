@@ -22,7 +22,7 @@ LOSS = {
     "m3": [0.20, 0.30, 0.01, 0.0],
     "m4": [0.01, 0.01, 0.01, 0.0],
 }
-BYTES = [100, 100, 100, 400]  # per module and rung: only fp32 costs weight bytes
+# Weight bytes per module: 400 in fp32 (or left float), else 100; fp16/fp32 rungs are not integer ops.
 
 
 @dataclass
@@ -34,7 +34,7 @@ class FakeResult:
     higher_is_better: bool = False
 
 
-def rung_of(module: str, overrides: list[dict[str, Any]]) -> int | None:
+def rung_of(module: str, overrides: list[dict[str, Any]], ladder: list[dict[str, Any]] = LADDER) -> int | None:
     """The ladder rung the first matching rule gives ``module`` (None: left float by ``none: true``)."""
     rule = next((r for r in overrides if re.fullmatch(r["match"], module)), None)
     if rule is None:
@@ -42,24 +42,28 @@ def rung_of(module: str, overrides: list[dict[str, Any]]) -> int | None:
     if rule.get("none"):
         return None
     body = {k: v for k, v in rule.items() if k != "match"}
-    return LADDER.index(body)
+    return ladder.index(body)
 
 
 class FakeEngine:
     """``trial`` and ``final`` as the engine gives them; counts calls; may be told to die at trial N."""
 
-    def __init__(self, die_at: int | None = None) -> None:
-        self.calls, self.die_at = 0, die_at
+    def __init__(
+        self, die_at: int | None = None, loss: dict[str, list[float]] | None = None, ladder: list[Any] = LADDER
+    ) -> None:
+        self.calls, self.die_at, self.loss, self.ladder = 0, die_at, loss or LOSS, ladder
 
     def result(self, entry: dict[str, Any]) -> FakeResult:
+        modules, table = list(self.loss), self.loss
         if entry.get("quantizer", "base") is None:
-            return FakeResult(REFERENCE, 2000, [{"name": m, "kind": "none"} for m in MODULES])
+            return FakeResult(REFERENCE, 400 * len(modules), [{"name": m, "kind": "none"} for m in modules])
         rules = entry["overrides"]
-        rungs = {m: rung_of(m, rules) for m in MODULES}
-        loss = sum(LOSS[m][r] for m, r in rungs.items() if r is not None)
-        size = sum(400 if r is None else BYTES[r] for r in rungs.values())
-        plan = [{"name": m, "kind": "none" if r is None else "float" if r == 3 else "linear"} for m, r in rungs.items()]
-        layers = [{"module": m, "sqnr_db": 40.0 - 10 * LOSS[m][0]} for m in MODULES]
+        rungs = {m: rung_of(m, rules, self.ladder) for m in modules}
+        loss = sum(table[m][r] for m, r in rungs.items() if r is not None)
+        size = sum(400 if r is None or "fp32" in self.ladder[r] else 100 for r in rungs.values())
+        floats = [r is None or "fp32" in self.ladder[r] or "fp16" in self.ladder[r] for r in rungs.values()]
+        plan = [{"name": m, "kind": "float" if f else "linear"} for m, f in zip(rungs, floats, strict=True)]
+        layers = [{"module": m, "sqnr_db": 40.0 - 10 * table[m][0]} for m in modules]
         return FakeResult(REFERENCE + loss, size, plan, layers)
 
     def trial(self, entry: dict[str, Any], batches: int | None, layers: bool) -> FakeResult:

@@ -42,14 +42,24 @@ def test_a_tight_target_widens_more_groups_then_relowers_what_it_can(tmp_path: P
     er = _search(tmp_path, FakeEngine(), target={"max_delta_pct": 0.105})
     s = er.search
     # Worked by hand (fake.py): m2 -> 16-bit (99% of fp32's gain), m3 -> 16-bit, m0 -> 16-bit (fp32 would gain
-    # more but costs bytes without meeting the target), m1 -> fp32 meets 0.105 (loss 0.09); re-lowering then
-    # takes m1 back to 16-bit (loss 0.10, still met) and no byte of fp32 is left.
+    # more but costs bytes without meeting the target), m1 -> 16-bit meets 0.105 (loss 0.10).
     assert s["rungs"] == {"m0": 2, "m1": 2, "m2": 2, "m3": 2, "m4": 0}
     assert s["target_met"] and er.value == pytest.approx(100.10) and er.weight_bytes == 500
     phases = [r["phase"] for r in _trace(tmp_path)]
     assert {"base", "sensitivity", "fallback", "re-lower"} <= set(phases)
+    assert not any(v == 3 for v in s["rungs"].values())
+
+
+def test_relowering_takes_back_a_rung_the_target_no_longer_needs(tmp_path: Path) -> None:
+    # a: laplace buys 0.4 of the 0.5 that fp16 buys (< 90%), so the fallback keeps fp16 (no bytes, one integer op
+    # less); b then meets the target with room, and re-lowering finds a at laplace (loss 0.2 <= 0.25) enough:
+    # the same bytes and one more integer op, so that is the best configuration.
+    loss = {"a": [0.6, 0.2, 0.1, 0.0], "b": [0.5, 0.5, 0.0, 0.0]}
+    ladder = [{}, {"clip_acts": "laplace"}, {"fp16": True}, {"fp32": True}]
+    er = _search(tmp_path, FakeEngine(loss=loss, ladder=ladder), target={"max_delta_pct": 0.25}, ladder=ladder)
+    assert er.search["rungs"] == {"a": 1, "b": 2} and er.value == pytest.approx(100.2)
     relowered = [r for r in _trace(tmp_path) if r["phase"] == "re-lower" and r["target_met"] == "True"]
-    assert [(r["group"], r["change"]) for r in relowered] == [("m1", "fp32=True -> bits_activations=16")]
+    assert [(r["group"], r["change"]) for r in relowered] == [("a", "fp16=True -> clip_acts=laplace")]
 
 
 def test_the_search_is_deterministic(tmp_path: Path) -> None:
