@@ -8,8 +8,10 @@ that rule (and not the base one) decides those modules.
 Presets:
 
 * ``default``: 8-bit as the base -> 8-bit with Laplace (ACIQ) clipping -> 16-bit activations (weights
-  stay 8-bit, a 48-bit accumulator so the wider products cannot overflow) -> fp16 -> fp32. Widening
-  activations costs no weight bytes; fp16/fp32 on a Linear or an Embedding does.
+  stay 8-bit, a 48-bit accumulator so the wider products cannot overflow) -> float activations with
+  8-bit weights (``bits_activations: null``: a Linear keeps its int8 weights, an element-wise op runs
+  in float) -> fp16 -> fp32. Widening activations costs no weight bytes; fp16/fp32 on a Linear or an
+  Embedding does.
 * ``int8_grid``: every rung keeps every op on an 8-bit integer grid; only the clip mode and its setting
   change (the histogram modes ``percentile`` and ``mse`` need statistics collected with
   ``histogram_bins``; a rung a group cannot take is recorded in the trace and skipped).
@@ -34,6 +36,7 @@ LADDERS: dict[str, list[dict[str, Any]]] = {
         {},
         {"clip_acts": "laplace"},
         {"bits_activations": 16, "bits_accum": 48},
+        {"bits_activations": None},
         {"fp16": True},
         {"fp32": True},
     ],

@@ -5,8 +5,8 @@
 3. **Fallback**: while the target is not met, take the next group in that order and try its rungs
    upwards (cheapest to safest); stop at the first rung that meets the target. Otherwise, of the rungs
    that cost no more weight bytes, keep the lowest that buys at least :data:`KEEP_FRACTION` of the best
-   one's improvement (the base rung if none helps) and go on with the next group. With a ladder whose rungs all cost the same
-   (``int8_grid``) this is one pass of coordinate descent on the loss.
+   one's improvement (the base rung if none helps) and go on with the next group. With a ladder whose
+   rungs all cost the same (``int8_grid``) this is one pass of coordinate descent on the loss.
 4. **Re-lower**: once the target is met, every widened group, least sensitive first, is tried again at
    each lower rung (cheapest first); the first that still meets the target is kept.
 5. **Confirm** (search.py): the best configuration is re-measured on the whole evaluation split; if it
