@@ -51,7 +51,14 @@ def test_shipped_search_schedule_asks_the_question_of_issue_16(path: Path) -> No
     ladders = [e["search"].get("ladder", "default") for e in searches]
     rungs = [LADDERS[x] if isinstance(x, str) else x for x in ladders]
     floats = ("fp16", "bf16", "fp32", "precision", "none", "quantize")
-    assert any(not any(k in r for r in rs for k in floats) for rs in rungs), "one search keeps every op on a grid"
+    on_grid = lambda rs: (
+        not any(k in r for r in rs for k in floats)
+        and all(  # noqa: E731
+            r.get(b, 8) is not None for r in rs for b in ("bits_activations", "bits_weights")
+        )
+    )
+    assert any(on_grid(rs) for rs in rungs), "one search keeps every op on an integer grid"
+    assert not on_grid(LADDERS["default"])
 
 
 def _trials(path: Path) -> list[dict[str, str]]:
