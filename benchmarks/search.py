@@ -123,9 +123,13 @@ def section(results: dict[str, tuple[dict[str, Any], dict[str, float], dict[str,
         f"{meta.get('load_before', 'not recorded')} at the start, {meta.get('load_after', 'not recorded')} at the end"
         for name, (_, _, meta) in results.items()
     ]
+    from compress.quant.kernels.dispatch import cpu_class, cpu_info
+
+    flags = " ".join(cpu_info()["flags"])
     return "\n".join(
         [
-            f"{today()}, {machine(torch.get_num_threads())}. Searches run one at a time. The machine is shared "
+            f"{today()}, {machine(torch.get_num_threads())}; CPU class {cpu_class()} (ISA flags {flags}). "
+            "Searches run one at a time. The machine is shared "
             "with other engineers' jobs, so every wall time is an upper bound.",
             "",
             "Each search starts from `int8_full` (asymmetric signed, per-channel weights, `avg` clipping) with the "
