@@ -17,6 +17,7 @@ import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ from compress.stages import (  # noqa: F401  (build_model, ... stay importable f
     evaluate,
     experiment_quantizer,
     first_batch,
+    first_batches,
     make_quantizer,
     schedule_device,
     select_device,
@@ -166,7 +168,7 @@ def _run(
     finished: dict[int, ExperimentResult] = {}
     for i, exp in enumerate(experiments):
         if where[i].here(team.rank):
-            finished[i] = er = _run_experiment(ctx, exp, i, where[i])
+            finished[i] = er = (_search if "search" in exp else _run_experiment)(ctx, exp, i, where[i])
             if on_experiment and team.writer:
                 on_experiment(er)
     result.experiments, result.distribution["timings_by_rank"] = gather(team, finished, len(experiments), t)
@@ -193,10 +195,32 @@ class _Study:
     reference: FloatReference  # the float model's per-module outputs on calib_batch, for every experiment's layer rows
     team: Team
     stats_cache: dict[str, Any] = field(default_factory=dict)
+    search_trials: dict[str, Any] = field(default_factory=dict)  # trial results the study's searches share
 
 
-def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) -> ExperimentResult:
-    schedule, model, result = ctx.schedule, ctx.model, ctx.result
+def _search(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) -> ExperimentResult:
+    """An experiment with ``search:``: compress.search tries entries through this module's experiment path."""
+    from compress.search import parse_search, run_search
+
+    def trial(entry: dict[str, Any], batches: int | None, layers: bool) -> ExperimentResult:
+        return _run_experiment(ctx, entry, i, where, first_batches(ctx.data, batches), layers)
+
+    with at_schedule(ctx.schedule, ("experiments", i, "search")):
+        spec = parse_search(exp["search"])
+    final = partial(_run_experiment, ctx, i=i, where=where)
+    qspec = experiment_quantizer(ctx.schedule, exp)
+    return run_search(spec, exp, qspec, trial, final, ctx.out_dir, shared=ctx.search_trials)
+
+
+def _run_experiment(
+    ctx: _Study, exp: dict[str, Any], i: int, where: Placement, data: Any = None, layers: bool | None = None
+) -> ExperimentResult:
+    """Quantize, evaluate (on ``data``, default the study's), export and report one experiment entry.
+
+    A search trial passes its subset as ``data``: then nothing is exported and the per-layer rows are
+    made only when ``layers`` says so.
+    """
+    trial, schedule, model, result = data is not None, ctx.schedule, ctx.model, ctx.result
     t = result.timings
     qspec = experiment_quantizer(schedule, exp)
     er = ExperimentResult(exp["name"], {"quantizer": qspec})
@@ -214,21 +238,26 @@ def _run_experiment(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) 
         if exp.get("finetune") is not None:
             with timed(t, "finetune"), at_schedule(schedule, ("experiments", i, "finetune")):
                 quantizer, qmodel = _finetune(ctx, exp, qspec, stats, qmodel, er)
-    with timed(t, "evaluate"):
-        shards = ctx.team if where.sharded else None
-        ev, er.eval_seconds = evaluate(schedule, qmodel, ctx.data, ctx.progress, shards, reference=model)
+    shard_over = ctx.team if where.sharded else None
+    with timed(t, "evaluate"):  # a search trial: its subset, no progress bar, no also_evaluate extras
+        ev, er.eval_seconds = evaluate(
+            schedule, qmodel, data if trial else ctx.data, ctx.progress and not trial, shard_over, reference=model,
+            also=not trial,
+        )  # fmt: skip
     er.metric, er.value, er.metrics = ev["metric"], float(ev["value"]), dict(ev.get("metrics", {}))
     er.extra_metrics = list(ev.get("extra_metrics", []))
     er.higher_is_better = bool(ev.get("higher_is_better", False))
+    er.unit = str(ev.get("unit", ""))  # "fraction": an accuracy-like metric in [0, 1], Δ also in points
     er.weight_bytes = weight_bytes(qmodel)
-    with timed(t, "render"):  # experiments the render block lists run on the writer (see _experiment_work)
-        result.renders.update(render_if_listed(schedule.data, er.name, qmodel, ctx.out_dir))
-    if exp.get("export"):
+    if not trial:
+        with timed(t, "render"):  # experiments the render block lists run on the writer (see _experiment_work)
+            result.renders.update(render_if_listed(schedule.data, er.name, qmodel, ctx.out_dir))
+    if exp.get("export") and not trial:
         from compress.quant import save_quantized  # the artifact format belongs to the quant stage
 
         with timed(t, "export"), at_schedule(schedule, ("experiments", i, "export")):
             er.artifact_bytes = save_quantized(qmodel, output_file(ctx.out_dir, f"{er.name}.qpt", "an artifact"))
-    if quantizer is not None and where.reports(ctx.team.rank):  # a sharded experiment reports on rank 0 only
+    if quantizer is not None and where.reports(ctx.team.rank) and (layers if trial else True):  # rank 0 reports
         with timed(t, "layer_report"):
             er.layers = _layer_records(ctx, quantizer)
     er.settings["stats"] = result.stats.get(er.stats_key or "", {}).get("spec")
@@ -373,5 +402,6 @@ def _experiment_work(ctx: _Study, exp: dict[str, Any]) -> Work:
         fn = EVALUATORS.get(ctx.schedule.data["evaluate"]["name"]).obj
         return can_shard_evaluator(fn) and batches_independent(ctx.model, ctx.data, "evaluation")
 
-    pinned = bool(exp.get("export")) or rendered(ctx.schedule.data, exp["name"])  # they write files
-    return Work(exp["name"], shardable=shardable, pinned_to_writer=pinned)
+    # They write files; a search runs many short trials one after another and stays whole on the writer.
+    pinned = bool(exp.get("export")) or rendered(ctx.schedule.data, exp["name"]) or "search" in exp
+    return Work(exp["name"], shardable=lambda: "search" not in exp and shardable(), pinned_to_writer=pinned)

@@ -85,6 +85,8 @@ def comparison_rows(result: RunResult) -> list[dict[str, Any]]:
     for e in result.experiments:
         row: dict[str, Any] = {"experiment": e.name, e.metric or "metric": e.value}
         row["delta_pct"] = _delta(e.value, base.value if base else float("nan"))
+        if base is not None and base.unit == "fraction":  # accuracy-like: 0.92 -> 0.91 is -1.00 points
+            row["delta_points"] = (e.value - base.value) * 100.0
         for k in extras:
             row[k] = e.metrics.get(k, float("nan"))
             bk = base.metrics.get(k, float("nan")) if base else float("nan")
@@ -119,7 +121,7 @@ def _display_comparison(rows: list[dict[str, Any]], base_name: str, checkpoint_b
         for k, v in r.items():
             if k in _NOT_METRICS:
                 continue
-            cells.append(f"{v:+.2f}%" if k.endswith("_pct") else f"{v:.4f}")
+            cells.append(f"{v:+.2f}%" if k.endswith("_pct") else f"{v:+.2f}" if k == "delta_points" else f"{v:.4f}")
         cells.append(fmt_bytes(r["weight_bytes"]))
         cells += [_artifact_cell(r["artifact_bytes"], checkpoint_bytes)] if exported else []
         cells += [f"{r['eval_seconds']:.2f}", f"{r['time_ratio']:.2f}"]
@@ -135,7 +137,13 @@ def _comparison_headers(
     for k in rows[0]:
         if k in _NOT_METRICS:
             continue
-        heads.append(f"Δ vs {base_name}" if k == "delta_pct" else ("Δ" if k.startswith("delta_") else k + arrow))
+        heads.append(
+            f"Δ vs {base_name}"
+            if k == "delta_pct"
+            else "Δ points"
+            if k == "delta_points"
+            else ("Δ" if k.startswith("delta_") else k + arrow)
+        )
     heads.append("weights")
     if any(r["artifact_bytes"] is not None for r in rows):
         heads.append(f"artifact (fp32: {fmt_bytes(checkpoint_bytes)})")
@@ -220,6 +228,7 @@ def render_markdown(result: RunResult) -> str:
     if exp is not None:
         md += [f"## Per-layer table: `{exp.name}` (worst SQNR first; every column in layers.csv)", ""]
         md += [layer_table(kept_columns(layer_rows(exp), MD_LAYER_KEYS), "github"), ""]
+    md += _search_md(result)
     md += ["## Settings of each experiment", ""]
     for e in result.experiments:
         md += [f"### {e.name}", "", "```json", _settings_text(e), "```", ""]
@@ -235,6 +244,12 @@ def _renders_md(result: RunResult) -> list[str]:
     for label, files in result.renders.items():
         md.append(f"- `{label}`: " + ", ".join(f"[{f}]({f})" for f in files))
     return md + [""]
+
+
+def _search_md(result: RunResult) -> list[str]:
+    from compress.search import search_md  # the search package owns its tables
+
+    return [line for e in result.experiments if e.search is not None for line in search_md(e.name, e.search)]
 
 
 def _conversion_md(result: RunResult) -> list[str]:
@@ -302,12 +317,14 @@ def report_json(result: RunResult) -> dict[str, Any]:
                 "metrics": e.metrics,
                 "higher_is_better": e.higher_is_better,
                 "delta_pct": r["delta_pct"],
+                **({"delta_points": r["delta_points"]} if "delta_points" in r else {}),
                 "weight_bytes": e.weight_bytes,
                 "artifact_bytes": e.artifact_bytes,
                 "eval_seconds": e.eval_seconds,
                 "settings": e.settings,
                 "notes": e.notes,
                 "layers": e.layers,
+                **({"search": e.search} if e.search is not None else {}),
             }
             for e, r in zip(result.experiments, comparison_rows(result), strict=False)
         ],

@@ -26,6 +26,7 @@ class ExperimentResult:
     metrics: dict[str, float] = field(default_factory=dict)
     extra_metrics: list[str] = field(default_factory=list)  # names in ``metrics`` from also_evaluate evaluators
     higher_is_better: bool = False  # the evaluator's declared direction (perplexity: lower is better)
+    unit: str = ""  # "fraction": a bounded metric in [0, 1] such as accuracy; report Δ in points too
     eval_seconds: float = 0.0
     weight_bytes: int = 0
     artifact_bytes: int | None = None  # size on disk of the exported <name>.qpt (experiments with export: true)
@@ -33,6 +34,7 @@ class ExperimentResult:
     plan: list[dict[str, Any]] = field(default_factory=list)
     stats_key: str | None = None
     notes: list[str] = field(default_factory=list)
+    search: dict[str, Any] | None = None  # a search experiment's outcome (compress/search/search.py)
 
 
 @dataclass

@@ -28,7 +28,13 @@ from compress.plugins import load_entry_point_plugins, load_plugins
 from compress.problems import Problem, schema_problems
 from compress.registry import REGISTRIES, suggest
 from compress.safeyaml import decode_text
-from compress.schedule_checks import finetune_problems, nonfinite_problems, output_name_problems, regex_problems
+from compress.schedule_checks import (
+    finetune_problems,
+    nonfinite_problems,
+    output_name_problems,
+    regex_problems,
+    search_problems,
+)
 from compress.schema import SCHEDULE_VERSION, skeleton_schema
 from compress.yamlmarks import Marks, Path_, format_path, line_col, parse_yaml, strip_key_marker, where
 
@@ -273,7 +279,8 @@ def structure_problems(data: Any) -> list[Problem]:
     located = {p.path for p in nonfinite}
     # A non-finite number also breaks the schema's bounds: say it once, as not finite.
     problems = nonfinite + [p for p in schema_problems(data, skeleton_schema(), ()) if p.path not in located]
-    return problems + output_name_problems(data) + regex_problems(data) + finetune_problems(data)
+    problems += finetune_problems(data) + search_problems(data)
+    return problems + output_name_problems(data) + regex_problems(data)
 
 
 def validate(data: Any) -> list[Problem]:

@@ -145,6 +145,7 @@ def _regexes(data: dict[str, Any]) -> list[tuple[Path_, str]]:
             rules(exp.get("overrides"), at + ("overrides",))
             rules(_as_dict(exp.get("args")).get("overrides"), at + ("args", "overrides"))
             rules(exp.get("stats_edits"), at + ("stats_edits",))
+            rules(_as_dict(exp.get("search")).get("groups"), at + ("search", "groups"))
             quantizer(exp.get("quantizer"), at + ("quantizer",))
             stats(exp.get("stats"), at + ("stats",))
     return found
@@ -172,4 +173,40 @@ def finetune_problems(data: dict[str, Any]) -> list[Problem]:
                     "Remove the finetune block or give the experiment a quantizer.",
                 )
             )
+    return problems
+
+
+def search_problems(data: dict[str, Any]) -> list[Problem]:
+    """A ``search:`` on the float model, and ladder rungs that are not valid override settings.
+
+    Example:
+        >>> exps = [{"name": "s", "quantizer": None, "search": {"target": {"max_delta_pct": 1}}}]
+        >>> [p.path for p in search_problems({"experiments": exps})]
+        [('experiments', 0, 'search')]
+    """
+    from compress.errors import ScheduleError
+    from compress.search.ladder import check_ladder
+
+    problems = []
+    for i, exp in enumerate(_as_list(data.get("experiments"))):
+        search = _as_dict(exp).get("search") if isinstance(exp, dict) else None
+        if not isinstance(search, dict):
+            continue
+        at: Path_ = ("experiments", i, "search")
+        if "quantizer" in exp and exp["quantizer"] is None:
+            problems.append(Problem(at, "a search needs a quantizer to configure; remove 'quantizer: null'."))
+        if exp.get("finetune") is not None:  # every trial would fine-tune: far past any search budget
+            problems.append(
+                Problem(
+                    at,
+                    "a search cannot fine-tune each trial; search without 'finetune', then fine-tune the "
+                    "configuration it writes (<experiment>.best.yaml) as an experiment of its own.",
+                )
+            )
+        for k, rung in enumerate(_as_list(search.get("ladder"))):
+            try:
+                check_ladder([{}] * k + [rung])  # each rung alone, at its own index
+            except ScheduleError as err:
+                text = str(err).replace(f"ladder rung #{k}: ", "").replace(f"ladder rung #{k}.", "")
+                problems.append(Problem(at + ("ladder", k), text))
     return problems

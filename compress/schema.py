@@ -18,6 +18,7 @@ from typing import Any
 
 from compress.fileio import PLAIN_NAME
 from compress.registry import REGISTRIES, Registry
+from compress.search.spec import SEARCH_SCHEMA
 
 __all__ = ["SCHEDULE_VERSION", "skeleton_schema", "composed_schema", "COMPONENT_BLOCKS"]
 
@@ -102,6 +103,7 @@ _EXPERIMENT = {
         "stats_edits": {"type": "array", "items": _edit_rule(), "description": "Appended to stats.edits."},
         "export": {"type": "boolean"},
         "finetune": _finetune_block(),
+        "search": SEARCH_SCHEMA,
     },
     "required": ["name"],
     "additionalProperties": False,

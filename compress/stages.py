@@ -156,6 +156,40 @@ def first_batch(data: Any, split: str) -> Any:
     return next(iter(data.batches(split)))
 
 
+class _FirstBatches:
+    """A data source whose evaluation split is cut to its first ``n`` batches (a search's subset)."""
+
+    def __init__(self, data: Any, n: int) -> None:
+        self._data, self._n = data, n
+
+    def batches(self, split: str) -> Iterator[Any]:
+        for k, batch in enumerate(self._data.batches(split)):
+            if split == "evaluation" and k >= self._n:
+                return
+            yield batch
+
+    def num_batches(self, split: str) -> int:
+        total = self._data.num_batches(split)
+        return min(total, self._n) if split == "evaluation" else total
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the source's own (vocabulary, sampling, ...)
+        return getattr(self._data, name)
+
+
+def first_batches(data: Any, n: int | None) -> Any:
+    """``data`` with its evaluation split cut to the first ``n`` batches (``n`` None: all of ``data``).
+
+    Example:
+        >>> class D:
+        ...     def batches(self, split): return iter(range(5))
+        ...     def num_batches(self, split): return 5
+        >>> cut = first_batches(D(), 2)
+        >>> list(cut.batches("evaluation")), cut.num_batches("evaluation"), list(cut.batches("calibration"))
+        ([0, 1], 2, [0, 1, 2, 3, 4])
+    """
+    return data if n is None else _FirstBatches(data, n)
+
+
 def _max_output_error(a: torch.nn.Module, b: torch.nn.Module, batch: Any) -> float:
     with torch.no_grad():
         ya, _ = a.forward_batch(batch, None)
@@ -259,9 +293,11 @@ def evaluate(
     progress: bool,
     shard_over: Team | None = None,
     reference: torch.nn.Module | None = None,
+    also: bool = True,
 ) -> tuple[dict[str, Any], float]:
     """Run the evaluator (on this rank's share of the batches, merged, when ``shard_over`` is given), then
-    each ``also_evaluate`` evaluator (on all the batches), whose metrics join the result's as extras.
+    each ``also_evaluate`` evaluator (on all the batches; not when ``also`` is False, as in a search trial),
+    whose metrics join the result's as extras.
 
     An evaluator that declares ``wants_reference = True`` (e.g. ``rollout``) also gets the float model
     ``reference``. Returns the result (``extra_metrics`` names what ``also_evaluate`` added) and the wall
@@ -270,7 +306,7 @@ def evaluate(
     start = time.perf_counter()
     with at_schedule(schedule, ("evaluate",)):
         result = _run_evaluator(schedule.data["evaluate"], model, data, progress, shard_over, reference)
-    for k, block in enumerate(schedule.data.get("also_evaluate") or []):
+    for k, block in enumerate(schedule.data.get("also_evaluate") or [] if also else []):
         with at_schedule(schedule, ("also_evaluate", k)):
             result = with_extra(result, _run_evaluator(block, model, data, progress, None, reference))
     return result, time.perf_counter() - start

@@ -57,7 +57,13 @@ def test_plugin_schedule_from_another_folder_reports_every_part_of_the_contract(
     md = (out / "report.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| experiment"))
     cells = [c.strip() for c in header.strip("|").split("|")]
-    assert cells == ["experiment", "accuracy ↑", "Δ vs fp32", "accuracy_top3 ↑", "Δ", "weights", "eval s", "× fp32"]
+    assert cells == [
+        "experiment", "accuracy ↑", "Δ vs fp32", "Δ points", "accuracy_top3 ↑", "Δ", "weights", "eval s", "× fp32"
+    ]  # fmt: skip
+    # unit "fraction": an accuracy's Δ in points too (0.92 -> 0.91 is -1.00 points), and in %
+    w4, fp32 = exps["pow2_w4"], exps["fp32"]
+    assert w4["delta_points"] == (w4["value"] - fp32["value"]) * 100.0 and fp32["delta_points"] == 0.0
+    assert w4["delta_pct"] == (w4["value"] - fp32["value"]) / fp32["value"] * 100.0
     layer_header = md.split("## Per-layer table: `pow2_w4`")[1].split("\n")[2]
     assert [c.strip() for c in layer_header.strip("|").split("|")] == ["module", "type", "bits", "sqnr_db"]
     with (out / "layers.csv").open() as f:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def test_shipped_schedule_plans(path: Path, capsys: pytest.CaptureFixture[str]) 
     assert ("ModularLSTM" in out or "ModularGRU" in out) and "experiment int8_full" in out
 
 
-SEED_STUDIES = [p for p in SHIPPED if not p.stem.endswith("_qat")]
+SEED_STUDIES = [p for p in SHIPPED if not p.stem.endswith(("_qat", "_search"))]  # those ask other questions
 QAT_STUDIES = [p for p in SHIPPED if p.stem.endswith("_qat")]
 
 
@@ -52,6 +53,35 @@ def test_qat_study_pairs_each_fine_tuned_experiment_with_its_post_training_twin(
     assert exps["w4a8_ptq"]["args"]["bits_parameters"] == 4 and "bits_activations" not in exps["w4a8_ptq"]["args"]
 
 
+SEARCHES = [p for p in SHIPPED if p.stem.endswith("_search")]
+
+
+@pytest.mark.parametrize("path", SEARCHES, ids=[p.stem for p in SEARCHES])
+def test_shipped_search_schedule_asks_the_question_of_issue_16(path: Path) -> None:
+    from compress.search import LADDERS
+
+    exps = {e["name"]: e for e in yaml.safe_load(path.read_text())["experiments"]}
+    assert exps["fp32"]["quantizer"] is None and "int8_full" in exps
+    searches = [e for e in exps.values() if "search" in e]
+    assert any(e["search"]["target"] == {"max_delta_pct": 0.25} and e.get("export") for e in searches)
+    ladders = [e["search"].get("ladder", "default") for e in searches]
+    rungs = [LADDERS[x] if isinstance(x, str) else x for x in ladders]
+    floats = ("fp16", "bf16", "fp32", "precision", "none", "quantize")
+    on_grid = lambda rs: (
+        not any(k in r for r in rs for k in floats)
+        and all(  # noqa: E731
+            r.get(b, 8) is not None for r in rs for b in ("bits_activations", "bits_weights")
+        )
+    )
+    assert any(on_grid(rs) for rs in rungs), "one search keeps every op on an integer grid"
+    assert not on_grid(LADDERS["default"])
+
+
+def _trials(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
 def _run(path: Path, out: Path) -> dict:
     result = engine.run(load_schedule(path), out_dir=out, progress=False)
     report.write_report(result, out)
@@ -71,6 +101,8 @@ def test_tiny_schedule_runs_twice_identically(path: Path, tmp_path: Path) -> Non
     for sa in stats:
         body = lambda p: {k: v for k, v in yaml.safe_load(p.read_text()).items() if k != "compress_stats"}  # noqa: E731
         assert body(sa) == body(tmp_path / "b" / sa.name)
+    for trace in sorted((tmp_path / "a").glob("*.search.csv")):  # a search tries the same trials, in order
+        assert _trials(trace) == _trials(tmp_path / "b" / trace.name)
     rows = {e["name"]: e for e in a["experiments"]}
     assert rows["fp32"]["delta_pct"] == 0.0
     assert all(e["layers"] for name, e in rows.items() if name not in ("fp32", "fp16", "bf16"))

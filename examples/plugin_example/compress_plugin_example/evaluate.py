@@ -41,4 +41,5 @@ def char_accuracy(model: torch.nn.Module, data: Any, *, progress: bool = False, 
     acc = hits / max(count, 1)
     metrics = {"accuracy": acc, f"accuracy_top{top}": hits_k / max(count, 1), "nll": nll / max(count, 1)}
     metrics["perplexity"] = math.exp(metrics["nll"])
-    return {"metric": "accuracy", "value": acc, "metrics": metrics, "higher_is_better": True}
+    # unit "fraction": a bounded metric, so the report gives its Δ in points as well as in %
+    return {"metric": "accuracy", "value": acc, "metrics": metrics, "higher_is_better": True, "unit": "fraction"}
