@@ -1,7 +1,8 @@
 """The engine: the only module that knows the order of the stages.
 
     schedule -> build model -> load checkpoint -> convert (+ check) -> statistics
-             -> for each experiment: quantize a copy -> evaluate -> report
+             -> for each experiment (compress/experiment.py; a search: compress/search):
+                quantize a copy -> fine-tune -> evaluate -> render, export -> layer report
 
 Every component is looked up in its registry by the name the schedule gives; stages never
 import each other.
@@ -13,23 +14,28 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from compress.distributed import Placement, Team, Work, join, place
+from compress.distributed import Team, Work, join, place
 from compress.distributed.shards import (
     StatsShards,
     batches_independent,
     can_shard_evaluator,
     gather,
     share,
+)
+from compress.experiment import (
+    Study,
+    float_reference,
+    plan_rows,
+    run_experiment,
+    search_experiment,
+    stats_for_experiment,
 )
 from compress.fileio import output_file, prepare_output_dir
 from compress.registry import EVALUATORS, STATS_SOURCES
@@ -49,18 +55,12 @@ from compress.stages import (  # noqa: F401  (build_model, ... stay importable f
     evaluate,
     experiment_quantizer,
     first_batch,
-    first_batches,
     make_quantizer,
     schedule_device,
     select_device,
     stats_key,
     timed,
-    uses_stats,
 )
-from compress.utils import weight_bytes
-
-if TYPE_CHECKING:  # the quant stage is imported where it is used, as for save_quantized
-    from compress.quant import FloatReference
 
 __all__ = ["ExperimentResult", "RunResult", "run", "plan", "select_device", "DEFAULT_CONVERSION_TOLERANCE"]
 
@@ -70,11 +70,6 @@ __all__ = ["ExperimentResult", "RunResult", "run", "plan", "select_device", "DEF
 
 def _seed(schedule: Schedule) -> None:
     torch.manual_seed(int(schedule.data.get("seed", 0)))
-
-
-def _plan_rows(q: Any) -> list[dict[str, Any]]:
-    """The quantizer's plan as plain rows (built-ins return dataclasses, plugins may return dicts)."""
-    return [dict(p) if isinstance(p, dict) else dict(vars(p)) for p in q.resolve_plan()]
 
 
 def plan(schedule: Schedule, *, progress: bool = False) -> RunResult:
@@ -91,15 +86,9 @@ def plan(schedule: Schedule, *, progress: bool = False) -> RunResult:
         er = ExperimentResult(exp["name"], {"quantizer": qspec})
         if qspec is not None:
             with at_quantizer(schedule, i):
-                er.plan = _plan_rows(make_quantizer(qspec, model, None))
+                er.plan = plan_rows(make_quantizer(qspec, model, None))
         result.experiments.append(er)
     return result
-
-
-def _stats_for_experiment(schedule: Schedule, exp: dict[str, Any], i: int) -> tuple[dict[str, Any], tuple[Any, ...]]:
-    if "stats" in exp:
-        return exp["stats"], ("experiments", i, "stats")
-    return schedule.data["stats"], ("stats",)
 
 
 def run(
@@ -147,7 +136,7 @@ def _run(
         model, result.conversions = convert(schedule, float_model, data)
     _warm_up(data)
     calib_batch = first_batch(data, "calibration")
-    ctx = _Study(
+    ctx = Study(
         schedule,
         model,
         data,
@@ -156,7 +145,7 @@ def _run(
         result,
         progress,
         out_dir,
-        _float_reference(model, calib_batch),
+        float_reference(model, calib_batch),
         team,
     )
     with timed(t, "stats"):
@@ -168,7 +157,7 @@ def _run(
     finished: dict[int, ExperimentResult] = {}
     for i, exp in enumerate(experiments):
         if where[i].here(team.rank):
-            finished[i] = er = (_search if "search" in exp else _run_experiment)(ctx, exp, i, where[i])
+            finished[i] = er = (search_experiment if "search" in exp else run_experiment)(ctx, exp, i, where[i])
             if on_experiment and team.writer:
                 on_experiment(er)
     result.experiments, result.distribution["timings_by_rank"] = gather(team, finished, len(experiments), t)
@@ -180,149 +169,10 @@ def _run(
     return result
 
 
-@dataclass
-class _Study:
-    """What every experiment of one run shares: converted model, data, float reference, statistics cache, outputs."""
-
-    schedule: Schedule
-    model: torch.nn.Module
-    data: Any
-    device: torch.device
-    calib_batch: Any
-    result: RunResult
-    progress: bool
-    out_dir: Path
-    reference: FloatReference  # the float model's per-module outputs on calib_batch, for every experiment's layer rows
-    team: Team
-    stats_cache: dict[str, Any] = field(default_factory=dict)
-    search_trials: dict[str, Any] = field(default_factory=dict)  # trial results the study's searches share
-
-
-def _search(ctx: _Study, exp: dict[str, Any], i: int, where: Placement) -> ExperimentResult:
-    """An experiment with ``search:``: compress.search tries entries through this module's experiment path."""
-    from compress.search import parse_search, run_search
-
-    def trial(entry: dict[str, Any], batches: int | None, layers: bool) -> ExperimentResult:
-        return _run_experiment(ctx, entry, i, where, first_batches(ctx.data, batches), layers)
-
-    with at_schedule(ctx.schedule, ("experiments", i, "search")):
-        spec = parse_search(exp["search"])
-    final = partial(_run_experiment, ctx, i=i, where=where)
-    qspec = experiment_quantizer(ctx.schedule, exp)
-    return run_search(spec, exp, qspec, trial, final, ctx.out_dir, shared=ctx.search_trials)
-
-
-def _run_experiment(
-    ctx: _Study, exp: dict[str, Any], i: int, where: Placement, data: Any = None, layers: bool | None = None
-) -> ExperimentResult:
-    """Quantize, evaluate (on ``data``, default the study's), export and report one experiment entry.
-
-    A search trial passes its subset as ``data``: then nothing is exported and the per-layer rows are
-    made only when ``layers`` says so.
-    """
-    trial, schedule, model, result = data is not None, ctx.schedule, ctx.model, ctx.result
-    t = result.timings
-    qspec = experiment_quantizer(schedule, exp)
-    er = ExperimentResult(exp["name"], {"quantizer": qspec})
-    qmodel, quantizer = model, None
-    if qspec is not None:
-        stats = None
-        if ("stats" in schedule.data or "stats" in exp) and uses_stats(qspec):
-            with timed(t, "stats"):
-                stats, er.stats_key = ctx.stats_cache[_experiment_stats_key(ctx.schedule, exp, i)]
-        with timed(t, "quantize"), at_quantizer(schedule, i):
-            quantizer = make_quantizer(qspec, model, stats)
-            er.plan = _plan_rows(quantizer)
-            qmodel = quantizer.prepare_model().eval()
-            er.notes = list(getattr(quantizer, "log", []))
-        if exp.get("finetune") is not None:
-            with timed(t, "finetune"), at_schedule(schedule, ("experiments", i, "finetune")):
-                quantizer, qmodel = _finetune(ctx, exp, qspec, stats, qmodel, er)
-    shard_over = ctx.team if where.sharded else None
-    with timed(t, "evaluate"):  # a search trial: its subset, no progress bar, no also_evaluate extras
-        ev, er.eval_seconds = evaluate(
-            schedule, qmodel, data if trial else ctx.data, ctx.progress and not trial, shard_over, reference=model,
-            also=not trial,
-        )  # fmt: skip
-    er.metric, er.value, er.metrics = ev["metric"], float(ev["value"]), dict(ev.get("metrics", {}))
-    er.extra_metrics = list(ev.get("extra_metrics", []))
-    er.higher_is_better = bool(ev.get("higher_is_better", False))
-    er.unit = str(ev.get("unit", ""))  # "fraction": an accuracy-like metric in [0, 1], Δ also in points
-    er.weight_bytes = weight_bytes(qmodel)
-    if not trial:
-        with timed(t, "render"):  # experiments the render block lists run on the writer (see _experiment_work)
-            result.renders.update(render_if_listed(schedule.data, er.name, qmodel, ctx.out_dir))
-    if exp.get("export") and not trial:
-        from compress.quant import save_quantized  # the artifact format belongs to the quant stage
-
-        with timed(t, "export"), at_schedule(schedule, ("experiments", i, "export")):
-            er.artifact_bytes = save_quantized(qmodel, output_file(ctx.out_dir, f"{er.name}.qpt", "an artifact"))
-    if quantizer is not None and where.reports(ctx.team.rank) and (layers if trial else True):  # rank 0 reports
-        with timed(t, "layer_report"):
-            er.layers = _layer_records(ctx, quantizer)
-    er.settings["stats"] = result.stats.get(er.stats_key or "", {}).get("spec")
-    return er
-
-
-def _finetune(ctx: _Study, exp: dict[str, Any], qspec: Any, stats: Any, qmodel: torch.nn.Module, er: Any) -> Any:
-    """Quantization-aware fine-tuning of the experiment's model, frozen back by its own quantizer."""
-    from compress.finetune import finetune_experiment  # the training stage is imported where it is used
-
-    tuned = finetune_experiment(
-        exp["finetune"],
-        float_model=ctx.model,
-        qmodel=qmodel,
-        requantize=lambda m: make_quantizer(qspec, m, stats),
-        data=ctx.data,
-        name=er.name,
-        identity=[qspec, er.stats_key],
-        out_dir=ctx.out_dir if ctx.team.writer else None,
-        progress=ctx.progress,
-        default_seed=int(ctx.schedule.data.get("seed", 0)),
-    )
-    er.notes += tuned.notes
-    er.settings["finetune"] = tuned.summary
-    return tuned.quantizer, tuned.model
-
-
-def _float_reference(model: torch.nn.Module, batch: Any) -> FloatReference:
-    """The float model's outputs on ``batch``, captured lazily on the first layer report and then reused.
-
-    Every experiment's SQNR compares against the same float outputs; capturing them once per study
-    saves one float run (with a copy of every module's outputs) per quantized experiment.
-    """
-    from compress.quant import FloatReference  # the capture format belongs to the quant stage
-
-    return FloatReference(model, lambda m: _run_batch(m, batch))
-
-
-def _layer_records(ctx: _Study, quantizer: Any) -> list[dict[str, Any]]:
-    """The quantizer's per-layer rows on the calibration batch, against the study's shared float reference.
-
-    Quantizers whose ``layer_records`` takes no ``reference`` (plugins written before it) run the float
-    model themselves.
-    """
-    records = quantizer.layer_records
-    run = lambda m: _run_batch(m, ctx.calib_batch)  # noqa: E731
-    if _accepts_reference(records) and getattr(quantizer, "model", ctx.model) is ctx.model:  # fine-tuned: own float
-        return list(records(run, reference=ctx.reference))
-    return list(records(run))
-
-
-def _accepts_reference(fn: Callable[..., Any]) -> bool:
-    # By name only: a plugin's **kwargs may forward somewhere that does not expect a FloatReference.
-    return "reference" in inspect.signature(fn).parameters
-
-
 def _warm_up(data: Any) -> None:
     """Read the evaluation split once, so the first experiment's time does not include building it."""
     for _ in data.batches("evaluation"):
         pass
-
-
-def _run_batch(model: torch.nn.Module, batch: Any) -> None:
-    with torch.no_grad():
-        model.score_batch(batch, None)
 
 
 def _stats_needed(schedule: Schedule) -> dict[str, tuple[dict[str, Any], tuple[Any, ...]]]:
@@ -330,12 +180,12 @@ def _stats_needed(schedule: Schedule) -> dict[str, tuple[dict[str, Any], tuple[A
     needed: dict[str, tuple[dict[str, Any], tuple[Any, ...]]] = {}
     for i, exp in enumerate(schedule.data["experiments"]):
         if experiment_quantizer(schedule, exp) is not None and ("stats" in schedule.data or "stats" in exp):
-            spec, path = _stats_for_experiment(schedule, exp, i)
+            spec, path = stats_for_experiment(schedule, exp, i)
             needed.setdefault(stats_key(spec), (spec, path))
     return needed
 
 
-def _statistics(ctx: _Study) -> None:
+def _statistics(ctx: Study) -> None:
     """Collect each distinct source once (where the team places it), then give every rank all of them."""
     schedule, team = ctx.schedule, ctx.team
     needed = _stats_needed(schedule)
@@ -353,18 +203,18 @@ def _statistics(ctx: _Study) -> None:
     ctx.result.distribution["statistics"] = files
 
 
-def _stats_shardable(ctx: _Study, spec: dict[str, Any]) -> bool:
+def _stats_shardable(ctx: Study, spec: dict[str, Any]) -> bool:
     source = STATS_SOURCES.get(spec["source"]).obj
     return getattr(source, "shardable", False) is True and batches_independent(ctx.model, ctx.data, "calibration")
 
 
-def _register_stats(ctx: _Study, needed: dict[str, Any], shared: dict[str, tuple[Any, list[str]]]) -> None:
+def _register_stats(ctx: Study, needed: dict[str, Any], shared: dict[str, tuple[Any, list[str]]]) -> None:
     """Save (on the writer) and cache every source's statistics and every experiment's edited copy."""
     schedule, result, cache = ctx.schedule, ctx.result, ctx.stats_cache
     for i, exp in enumerate(schedule.data["experiments"]):
         if experiment_quantizer(schedule, exp) is None or not ("stats" in schedule.data or "stats" in exp):
             continue
-        spec, path = _stats_for_experiment(schedule, exp, i)
+        spec, path = stats_for_experiment(schedule, exp, i)
         key = stats_key(spec)
         if key not in result.stats:
             stats, log = shared[key]
@@ -389,13 +239,7 @@ def _register_stats(ctx: _Study, needed: dict[str, Any], shared: dict[str, tuple
             )
 
 
-def _experiment_stats_key(schedule: Schedule, exp: dict[str, Any], i: int) -> str:
-    key = stats_key(_stats_for_experiment(schedule, exp, i)[0])
-    extra = list(exp.get("stats_edits") or [])
-    return key + json.dumps(extra, sort_keys=True) if extra else key
-
-
-def _experiment_work(ctx: _Study, exp: dict[str, Any]) -> Work:
+def _experiment_work(ctx: Study, exp: dict[str, Any]) -> Work:
     """An experiment as a unit to place: shardable when its evaluator merges shards and batches are independent."""
 
     def shardable() -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from compress import engine, report
+from compress import engine, experiment, report
 from compress.quant import records
 from compress.schedule import load_schedule
 from tests.conftest import FIXTURES, PLUGIN, ROOT
@@ -105,7 +105,7 @@ def test_float_reference_is_captured_once_per_study_with_unchanged_rows(
     shared = engine.run(load_schedule(tiny_perf_study), out_dir=tmp_path / "shared", progress=False)
     assert len(captured) == 1, "the float model must run once for every experiment's layer rows"
     captured.clear()
-    monkeypatch.setattr(engine, "_accepts_reference", lambda fn: False)  # as before: each experiment captures
+    monkeypatch.setattr(experiment, "_accepts_reference", lambda fn: False)  # as before: each experiment captures
     own = engine.run(load_schedule(tiny_perf_study), out_dir=tmp_path / "own", progress=False)
     assert len(captured) == 3
     assert all(e.layers for e in shared.experiments)

@@ -7,7 +7,7 @@ best configuration, so the report's value and weight bytes are what ``best.yaml`
 ``search`` object added (report.json) and tables for report.md (compress/search/report.py).
 
 Example:
-    >>> # er = run_search(parse_search(exp['search']), exp, qspec, trial, final, out_dir)   # see compress/engine.py
+    >>> # er = run_search(parse_search(exp['search']), exp, qspec, trial, final, out_dir)   # see compress/experiment.py
 """
 
 from __future__ import annotations
