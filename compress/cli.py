@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m compress",
         description="Run a post-training quantization study described by a YAML schedule and write a report.",
+        epilog="Generate from an exported artifact: python -m compress generate ARTIFACT.qpt --steps N --seed S "
+        "--out FILE.mid|.txt (see python -m compress generate --help).",
     )
     p.add_argument("schedule", nargs="?", help="the schedule file (YAML)")
     p.add_argument(
