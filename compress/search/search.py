@@ -23,7 +23,7 @@ from compress.search.plots import write_plots
 from compress.search.sensitivity import measure_sensitivity, sqnr_row, worst_first
 from compress.search.session import BudgetSpent, Outcome, Session, TrialFn
 from compress.search.spec import SearchSpec, loss_of
-from compress.search.strategy import fallback, relower
+from compress.search.strategy import fallback, keeps_weights, relower
 
 __all__ = ["run_search"]
 
@@ -83,8 +83,9 @@ def _confirm(session: Session, order: list[int], batches: int | None, final: Cal
         except BudgetSpent as spent:
             session.stopped = str(spent)
         else:
-            if not full.met:
-                config, now = fallback(session, config, full, order, None)
+            if not full.met:  # weight-keeping rungs first (strategy.py, step 5), then the others
+                config, now = fallback(session, config, full, order, None, keeps_weights)
+                config, now = fallback(session, config, now, order, None, lambda r: not keeps_weights(r))
                 relower(session, config, now, order, None)
         outcome, config = session.best.get(None, (outcome, config))
     er = final(session.entry(session.config_overrides(config)))

@@ -156,7 +156,7 @@ class Session:
         except CompressError as exc:  # a rung this group cannot take (e.g. no histogram): recorded, skipped
             value, wbytes, ops, error = math.nan, 0, 0, str(exc).splitlines()[0][:300]
         loss = loss_of(value, ref, self.higher_is_better) if not error else math.nan
-        met = not error and self.spec.target.met(loss, ref)
+        met = not error and self.spec.target_for(batches).met(loss, ref)
         outcome = Outcome(value, wbytes, ops, loss, met, self.clock() - start, error)
         self.seen[key] = outcome
         self._record(outcome, ref, batches, label)
@@ -185,7 +185,12 @@ class Session:
 
     def write_best(self, o: Outcome, config: tuple[int, ...], batches: int | None) -> None:
         header = best_header(
-            self.exp["name"], self.spec.target.describe(), o.met, self.data_label(batches), o.value, self.trials
+            self.exp["name"],
+            self.spec.target_for(batches).describe(),
+            o.met,
+            self.data_label(batches),
+            o.value,
+            self.trials,
         )
         write_best(self.out_dir, self.exp["name"], self.entry(self.config_overrides(config)), header)
 

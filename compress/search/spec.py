@@ -60,7 +60,15 @@ SEARCH_SCHEMA: dict[str, Any] = {
         "subset": {
             "type": "object",
             "description": "The evaluation data used while searching (the result is re-measured on all of it).",
-            "properties": {"batches": {"type": "integer", "minimum": 1, "maximum": 1_000_000}},
+            "properties": {
+                "batches": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                "margin": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": 1,
+                    "description": "On the subset the search aims for margin x the target (default 1).",
+                },
+            },
             "additionalProperties": False,
         },
         "budget": {
@@ -127,6 +135,15 @@ class Target:
         """
         return self.excess(loss, reference) <= 0
 
+    def scaled(self, factor: float) -> Target:
+        """The same target with ``factor`` x its limit (what the search aims for on its subset).
+
+        Example:
+            >>> Target("max_delta_pct", 0.25).scaled(0.8).limit
+            0.2
+        """
+        return Target(self.kind, self.limit * factor)
+
     def describe(self) -> str:
         return f"loss <= {self.limit:g}%" if self.kind == "max_delta_pct" else f"loss <= {self.limit:g}"
 
@@ -142,8 +159,21 @@ class SearchSpec:
     strategy: str = "greedy"
     sensitivity: bool = True
     subset_batches: int | None = None
+    subset_margin: float = 1.0
     budget_trials: int = DEFAULT_TRIALS
     budget_minutes: float = DEFAULT_MINUTES
+
+    def target_for(self, batches: int | None) -> Target:
+        """The target a trial on this data is held to: tightened by ``subset.margin`` on the subset.
+
+        The subset is a sample of the split: a configuration just inside the target there can be just
+        outside it on the whole split, so the search leaves itself that margin while it works on the subset.
+
+        Example:
+            >>> parse_search({"target": {"max_delta": 1.0}, "subset": {"batches": 4, "margin": 0.5}}).target_for(4)
+            Target(kind='max_delta', limit=0.5)
+        """
+        return self.target if batches is None else self.target.scaled(self.subset_margin)
 
 
 def parse_search(block: dict[str, Any]) -> SearchSpec:
@@ -166,6 +196,7 @@ def parse_search(block: dict[str, Any]) -> SearchSpec:
         strategy=block.get("strategy", "greedy"),
         sensitivity=bool(block.get("sensitivity", True)),
         subset_batches=subset.get("batches"),
+        subset_margin=float(subset.get("margin", 1.0)),
         budget_trials=int(budget.get("trials", DEFAULT_TRIALS)),
         budget_minutes=float(budget.get("minutes", DEFAULT_MINUTES)),
     )

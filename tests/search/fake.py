@@ -49,12 +49,18 @@ class FakeEngine:
     """``trial`` and ``final`` as the engine gives them; counts calls; may be told to die at trial N."""
 
     def __init__(
-        self, die_at: int | None = None, loss: dict[str, list[float]] | None = None, ladder: list[Any] = LADDER
+        self,
+        die_at: int | None = None,
+        loss: dict[str, list[float]] | None = None,
+        ladder: list[Any] = LADDER,
+        full_loss: dict[str, list[float]] | None = None,
     ) -> None:
         self.calls, self.die_at, self.loss, self.ladder = 0, die_at, loss or LOSS, ladder
+        # The losses on the whole split (batches None) when they differ from the subset's (``loss``).
+        self.full_loss = full_loss or self.loss
 
-    def result(self, entry: dict[str, Any]) -> FakeResult:
-        modules, table = list(self.loss), self.loss
+    def result(self, entry: dict[str, Any], full: bool = True) -> FakeResult:
+        modules, table = list(self.loss), self.full_loss if full else self.loss
         if entry.get("quantizer", "base") is None:
             return FakeResult(REFERENCE, 400 * len(modules), [{"name": m, "kind": "none"} for m in modules])
         rules = entry["overrides"]
@@ -70,7 +76,7 @@ class FakeEngine:
         self.calls += 1
         if self.die_at is not None and self.calls >= self.die_at:
             raise KeyboardInterrupt  # as a kill in the middle of a trial
-        return self.result(entry)
+        return self.result(entry, full=batches is None)
 
     def final(self, entry: dict[str, Any]) -> FakeResult:
         return self.result(entry)

@@ -105,3 +105,49 @@ def test_a_higher_is_better_metric_is_a_loss_when_it_falls(tmp_path: Path) -> No
     assert not target.met(loss_of(0.905, 0.92, higher_is_better=True), 0.92)
     assert target.met(loss_of(0.95, 0.92, higher_is_better=True), 0.92)  # better than float is always fine
     assert not Target("max_delta_pct", 0.25).met(loss_of(86.9, 86.6, higher_is_better=False), 86.6)
+
+
+# The default fake's losses with 0.03 more per module on the whole split: +0.15 there at every configuration.
+FULL_WORSE = {m: [x + 0.03 for x in v] for m, v in FakeEngine().loss.items()}
+
+
+def _full_rows(out: Path) -> list[dict[str, str]]:
+    return [r for r in _trace(out) if r["data"] == "all evaluation batches"]
+
+
+def test_without_a_margin_a_subset_pass_can_miss_on_the_whole_split(tmp_path: Path) -> None:
+    # The control for the next test: m2 at 16-bit meets 0.5 on the subset (0.41) and misses on all of it (0.56).
+    er = _search(tmp_path, FakeEngine(full_loss=FULL_WORSE), subset={"batches": 2})
+    full = _full_rows(tmp_path)
+    assert full[0]["phase"] == "confirm" and float(full[0]["delta"]) == pytest.approx(0.56)
+    assert len(full) > 1 and er.search["target_met"]  # met only by going on on the whole split
+
+
+def test_a_subset_margin_tightens_the_target_while_searching_on_the_subset(tmp_path: Path) -> None:
+    # margin 0.7: the subset is held to 0.35, so 0.41 is not enough there; m3 at 16-bit (0.22) is, and that
+    # configuration is +0.37 on the whole split, within 0.5: confirmed at once, no trial more on the whole split.
+    er = _search(tmp_path, FakeEngine(full_loss=FULL_WORSE), subset={"batches": 2, "margin": 0.7})
+    rows = _trace(tmp_path)
+    assert next(r for r in rows if float(r["delta"]) == pytest.approx(0.41))["target_met"] == "False"
+    assert er.search["rungs"] == {"m0": 0, "m1": 0, "m2": 2, "m3": 2, "m4": 0}
+    assert [r["phase"] for r in _full_rows(tmp_path)] == ["confirm"]
+    assert er.search["target_met"] and er.value == pytest.approx(100.37)
+    assert yaml.safe_load((tmp_path / "s.best.yaml").read_text())[0] == er.search["configuration"]
+
+
+def test_on_the_whole_split_a_miss_tries_weight_keeping_rungs_before_weight_rungs(tmp_path: Path) -> None:
+    # Worked by hand: on the subset b -> laplace (0.40), a stays (nothing helps it there), c -> laplace meets 0.3
+    # (0.25). On the whole split that is 0.35. b's fp32 (first in the order) would meet it at twice the bytes;
+    # the weight-keeping pass goes through every group first and finds c at 16-bit (0.30) at the base size.
+    ladder = [{}, {"clip_acts": "laplace"}, {"bits_activations": 16}, {"fp32": True}]
+    subset = {"a": [0.2, 0.2, 0.2, 0.2], "b": [0.25, 0.05, 0.05, 0.0], "c": [0.15, 0.0, 0.0, 0.0]}
+    full = {"a": [0.2, 0.2, 0.2, 0.0], "b": [0.25, 0.1, 0.1, 0.0], "c": [0.15, 0.05, 0.0, 0.0]}
+    engine = FakeEngine(loss=subset, ladder=ladder, full_loss=full)
+    er = _search(tmp_path, engine, target={"max_delta_pct": 0.3}, ladder=ladder, subset={"batches": 2})
+    assert er.search["rungs"] == {"a": 0, "b": 1, "c": 2}
+    assert er.search["target_met"] and er.value == pytest.approx(100.30) and er.weight_bytes == 300
+    tried = [(r["group"], r["change"]) for r in _full_rows(tmp_path) if r["phase"] == "fallback"]
+    assert ("b", "clip_acts=laplace -> fp32=True") not in tried and tried[-1] == (
+        "c",
+        "clip_acts=laplace -> bits_activations=16",
+    )
