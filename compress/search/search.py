@@ -84,7 +84,7 @@ def _confirm(session: Session, order: list[int], batches: int | None, final: Cal
             session.stopped = str(spent)
         else:
             if not full.met:  # weight-keeping rungs first (strategy.py, step 5), then the others
-                config, now = fallback(session, config, full, order, None, keeps_weights)
+                config, now = _keeping_passes(session, config, full, order)
                 config, now = fallback(session, config, now, order, None, lambda r: not keeps_weights(r))
                 relower(session, config, now, order, None)
         outcome, config = session.best.get(None, (outcome, config))
@@ -93,6 +93,21 @@ def _confirm(session: Session, order: list[int], batches: int | None, final: Cal
     session.write_best(_as_final(outcome, er, session.final_met), config, None)
     session.final_config = config
     return er
+
+
+# Passes of weight-keeping coordinate descent on the whole split: each pass starts from the previous one's
+# configuration, so a group can take a rung that only helps once others have moved.
+MAX_KEEPING_PASSES = 3
+
+
+def _keeping_passes(session: Session, config: tuple[int, ...], now: Any, order: list[int]) -> tuple[Any, Any]:
+    """Weight-keeping fallback passes on the whole split while the target is missed and the loss still falls."""
+    for _ in range(MAX_KEEPING_PASSES):
+        before = now.loss
+        config, now = fallback(session, config, now, order, None, keeps_weights)
+        if now.met or session.stopped or not now.loss < before:
+            break
+    return config, now
 
 
 def _met(session: Session, value: float) -> bool:

@@ -11,10 +11,11 @@
    each lower rung (cheapest first); the first that still meets the target is kept.
 5. **Confirm** (search.py): the best configuration is re-measured on the whole evaluation split; if it
    misses the target there, steps 3-4 continue on the whole split while the budget lasts, step 3 in
-   two passes: first only the rungs that keep every weight as it is (:func:`keeps_weights`: clip mode,
-   activation precision), then the others. A miss on the whole split is usually a small one (the
-   subset's sampling error), and a weight rung that closes it (the word LM's embedding in fp16) costs
-   2.4x the bytes where an activation rung on another group may close it for nothing.
+   two stages: first only the rungs that keep every weight as it is (:func:`keeps_weights`: clip mode,
+   activation precision), repeated while the loss falls (search.py), then the others. A miss on the
+   whole split is usually a small one (the subset's sampling error), and a weight rung that closes it
+   (the word LM's embedding in fp16) costs 2.4x the bytes where an activation rung on another group may
+   close it for nothing.
 
 Every step is a pure function of the measured numbers and the group order, so a search is
 deterministic for a schedule (its seed fixes the data); only the minute budget depends on the clock.
