@@ -54,7 +54,7 @@ from torch import nn  # noqa: E402
 
 import compress  # noqa: E402
 import compress.quant.fused.lstm as fused_lstm  # noqa: E402
-from compress.quant.kernels import backends, ckernels, dispatch  # noqa: E402
+from compress.quant.kernels import backends, cpaths, dispatch  # noqa: E402
 from compress.registry import EVALUATORS, STATS_SOURCES  # noqa: E402
 from compress.stats import StatsContext  # noqa: E402
 
@@ -229,7 +229,7 @@ def time_split(model: nn.Module, data: Any) -> dict[str, float]:
     split: dict[str, float] = {}
     with (
         _timed(fused_lstm, "_gate_base", split, "input projection"),
-        _timed(ckernels, "linear_byte_codes", split, "input projection"),
+        _timed(cpaths, "linear_byte_codes", split, "input projection"),
         _timed(fused_lstm, "_run", split, "layers"),
         _timed(fused_lstm, "_run_c", split, "layers"),
     ):

@@ -185,6 +185,11 @@ class ModularRNNBase(nn.Module):
 
     def _run(self, input: TensorOrPacked, hx: State | None) -> tuple[TensorOrPacked, State]:
         """Shared forward: returns the output (same kind as ``input``) and the final states."""
+        stack = self.__dict__.get("fused_stack")  # a quantizer's one-step path (compress/quant/fused/stack.py)
+        if stack is not None:
+            result = stack(input, hx)
+            if result is not None:
+                return result
         if isinstance(input, PackedSequence):
             data, batch_sizes, sorted_idx, unsorted_idx = input
             sizes = batch_sizes.tolist()

@@ -17,6 +17,7 @@ from torch import nn
 from compress.errors import QuantizationError
 from compress.modules.ops import Concat, EltwiseAdd, EltwiseMult
 from compress.quant import PostTrainLinearQuantizer
+from compress.quant.kernels import cpaths
 from compress.quant.wrappers.base import Grid
 from compress.quant.wrappers.factory import FakeQuantWrapper, FloatWrapper
 
@@ -332,3 +333,38 @@ def test_float_wrapped_tied_weights_stay_tied_and_count_once() -> None:
     assert model.encoder.weight.dtype == torch.float32, "the user's model is never modified"
     # 400 fp16 weights stored once (800 B) + the decoder's 50 fp16 biases (100 B)
     assert weight_bytes(q) == 50 * 8 * 2 + 50 * 2
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "asymmetric_signed", "asymmetric_unsigned"])
+@pytest.mark.parametrize("bits", [3, 8])
+def test_fake_quant_equals_reference_with_and_without_c_kernels(mode, bits, kernels_backend):
+    """The C pass (kernels_backend "c") and the PyTorch ops ("torch") both give the reference's bits."""
+    entry = {"inputs": {0: {"min": -2.0, "max": 2.0}}, "output": {"min": -0.7, "max": 2.3}}
+    wrapper = _quantized(nn.LeakyReLU(0.1), entry, mode=mode, bits_activations=bits)
+    scale, zp, qmin, qmax = ref_grid(-0.7, 2.3, bits, mode)
+    gen = torch.Generator().manual_seed(bits)
+    ties = torch.tensor([k + 0.5 for k in range(-4, 5)], dtype=torch.float64) / scale  # x * scale lands on .5
+    x = torch.cat([torch.randn(301, generator=gen) * 3, ties.float(), torch.tensor([0.0, -0.0, 1e30, -1e30])])
+    for data in (x, x.reshape(2, -1)[:, ::3]):  # contiguous and strided
+        y = F.leaky_relu(data, 0.1).double().numpy()
+        expected = (ref_codes(y, scale, zp, qmin, qmax) + zp) / scale
+        assert torch.equal(wrapper(data), torch.from_numpy(expected.astype(np.float32)))
+    ran_c = cpaths.fake_quant_values(wrapper, F.leaky_relu(x, 0.1)) is not None
+    assert ran_c == (kernels_backend == "c")
+
+
+def test_embedding_value_table_follows_its_codes(monkeypatch):
+    torch.manual_seed(9)
+    emb = nn.Embedding(40, 6)
+    wrapper = _quantized(emb, {}, mode="asymmetric_signed", per_channel_wts=True)
+    idx = torch.randint(0, 40, (5, 2))
+    direct = wrapper._lookup(idx)
+    assert torch.equal(wrapper(idx), direct)  # from the cached table
+    with torch.no_grad():  # as load_state_dict writes new codes in place
+        wrapper.qweight.int_weight.copy_(wrapper.qweight.int_weight.flip(0))
+    assert torch.equal(wrapper(idx), wrapper._lookup(idx)) and not torch.equal(wrapper(idx), direct)
+    import compress.quant.wrappers.params as params
+
+    monkeypatch.setattr(params, "_MAX_VALUE_TABLE", 10)  # too large to keep: dequantized per lookup
+    wrapper.__dict__.pop("_values")
+    assert torch.equal(wrapper(idx), wrapper._lookup(idx)) and "_values" not in wrapper.__dict__

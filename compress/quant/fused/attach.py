@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from compress.modules import ModularGRUCell, ModularLSTMCell
+from compress.modules import ModularGRU, ModularGRUCell, ModularLSTM, ModularLSTMCell
 from compress.quant.fused.gru import FusedGRULoop, fused_gru_blocker
 from compress.quant.fused.lstm import FusedLSTMLoop, fused_lstm_blocker
+from compress.quant.fused.stack import FusedStack
 from compress.quant.wrappers.base import QuantWrapper
 
 __all__ = ["attach_fused_loops"]
@@ -43,4 +44,16 @@ def attach_fused_loops(model: nn.Module) -> dict[str, str]:
             module.__dict__.pop("fused_loop", None)
             continue
         module.fused_loop = loop(module)
+    _attach_stacks(model)
     return blocked
+
+
+def _attach_stacks(model: nn.Module) -> None:
+    """A one-step stack for every unidirectional modular LSTM/GRU whose every cell got its fused loop."""
+    for module in model.modules():
+        if not isinstance(module, (ModularLSTM, ModularGRU)):
+            continue
+        if module.bidirectional or any("fused_loop" not in cell.__dict__ for cell in module.cells):
+            module.__dict__.pop("fused_stack", None)
+        else:
+            module.fused_stack = FusedStack(module)

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from compress.quant.kernels import ckernels
+from compress.quant.kernels import cpaths
 from compress.quant.wrappers.base import Grid, QuantWrapper
 from compress.quant.wrappers.factory import FakeQuantWrapper
 from compress.quant.wrappers.params import LinearQuantWrapper
@@ -147,6 +147,11 @@ class FusedLoop(abc.ABC):
     def _make_tables(self, dtype: torch.dtype, device: torch.device) -> Any:
         """The cell type's tables for one (dtype, device)."""
 
+    @property
+    @abc.abstractmethod
+    def c_loop(self) -> CLoop:
+        """What :func:`run_c_loop` and the one-step stack need of the cell type."""
+
     @abc.abstractmethod
     def _fused(self, tables: Any, data: torch.Tensor, batch: int, initial: tuple, reverse: bool) -> Any:
         """The cell type's loop over the sequence (C when it can run, else PyTorch ops)."""
@@ -204,13 +209,15 @@ def remember(held: dict[str, Any], state: tuple[torch.Tensor, ...]) -> tuple[tor
 class CLoop(NamedTuple):
     """What a cell type gives :func:`run_c_loop`: gate blocks per step, state buffer names (``h`` first),
     ``hold(held, cell, tables, batch)`` building its buffers and struct, ``initial_codes(cell, tables, first,
-    initial) -> (codes, first_done)`` and ``final(tables, held)``, the state tuple it returns."""
+    initial) -> (codes, first_done)``, ``final(tables, held)``, the state tuple it returns, and
+    ``grids(cell, tables)``: ``(grid, value per code)`` of each state (the one-step stack's encoding)."""
 
     gates: int
     states: tuple[str, ...]
     hold: Callable[..., None]
     initial_codes: Callable[..., tuple[tuple[torch.Tensor, ...], bool]]
     final: Callable[[Any, dict[str, Any]], tuple[torch.Tensor, ...]]
+    grids: Callable[..., list[tuple[Grid, torch.Tensor]]]
 
 
 def run_c_loop(loop: FusedLoop, tables: Any, data: torch.Tensor, batch: int, initial: tuple, reverse: bool,
@@ -223,7 +230,7 @@ def run_c_loop(loop: FusedLoop, tables: Any, data: torch.Tensor, batch: int, ini
     cell = loop.cell
     hidden, steps = cell.hidden_size, data.shape[0] // batch
     x = loop.buffer("x", (steps * batch, kind.gates * hidden), torch.uint8)  # reused: no fresh pages to fault in
-    if not ckernels.linear_byte_codes(cell.fc_gate_x, data, x):
+    if not cpaths.linear_byte_codes(cell.fc_gate_x, data, x):
         return None
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     out = torch.empty(steps, batch, hidden, dtype=data.dtype)
@@ -276,4 +283,4 @@ def _one_thread(device: torch.device) -> Iterator[None]:
 
 def _c_usable(cell: nn.Module, data: torch.Tensor) -> bool:
     """The C loop needs float32 CPU inputs and fc_gate_h's sum provably inside int32 (ckernels.c)."""
-    return data.dtype == torch.float32 and cell.fc_gate_h.int_mm.exact_int32 and ckernels.usable(cell.fc_gate_x, data)
+    return data.dtype == torch.float32 and cell.fc_gate_h.int_mm.exact_int32 and cpaths.usable(cell.fc_gate_x, data)

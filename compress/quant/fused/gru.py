@@ -35,7 +35,7 @@ from compress.quant.fused.common import (
     hidden_product,
     run_c_loop,
 )
-from compress.quant.kernels import ckernels
+from compress.quant.kernels import ckernels, cpaths
 from compress.quant.wrappers.ops import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
 
 __all__ = ["FusedGRULoop", "fused_gru_blocker"]
@@ -113,6 +113,10 @@ class FusedGRULoop(FusedLoop):
     def _make_tables(self, dtype: torch.dtype, device: torch.device) -> Any:
         return _GruTables(self.cell, dtype, device)
 
+    @property
+    def c_loop(self) -> CLoop:
+        return _C_LOOP
+
     def _fused(self, tables: Any, data: torch.Tensor, batch: int, initial: tuple, reverse: bool) -> Any:
         result = _run_c(self, tables, data, batch, initial, reverse) if _c_usable(self.cell, data) else None
         return result or _run(self.cell, tables, data, batch, initial, reverse)
@@ -178,7 +182,7 @@ def _hold_c_step(held: dict[str, Any], cell: nn.Module, tables: _GruTables, batc
     keep = [h, a8, mm, codes, goff]
     ptr, u8 = ckernels.ptr, tables.bytes
     args = ckernels.GruStep(
-        ckernels.requant_args(fc_h, mm, a8, keep), batch, hidden, tables.n_h, tables.n_nr, tables.n_n, tables.n_hs,
+        cpaths.requant_args(fc_h, mm, a8, keep), batch, hidden, tables.n_h, tables.n_nr, tables.n_n, tables.n_hs,
         tables.n_zh, None, ptr(goff), float(h_qmin), ptr(u8["rz"]), ptr(u8["new_reset"]), ptr(u8["new_gate"]),
         ptr(u8["keep_new"]), ptr(u8["keep_old"]), ptr(u8["hid"]), ptr(tables.h_in), ptr(tables.h_values), ptr(h),
         None, ptr(codes),
@@ -188,4 +192,11 @@ def _hold_c_step(held: dict[str, Any], cell: nn.Module, tables: _GruTables, batc
     held.update(step=ckernels.library().gru_step, product=fc_h.int_mm.product_for(batch, a8.device))
 
 
-_C_LOOP = CLoop(3, ("h",), _hold_c_step, _c_initial_codes, lambda t, held: (t.h_values[held["h"]],))
+def _state_grids(cell: nn.Module, tables: _GruTables) -> list[tuple[Any, torch.Tensor]]:
+    """(grid, value of every code) of the state entering a step."""
+    return [(cell.eltwiseadd_hidden.grid("output"), tables.h_values)]
+
+
+_C_LOOP = CLoop(
+    3, ("h",), _hold_c_step, _c_initial_codes, lambda t, held: (t.h_values[held["h"]],), _state_grids
+)  # fmt: skip

@@ -43,7 +43,7 @@ from compress.quant.fused.common import (
     hidden_product,
     run_c_loop,
 )
-from compress.quant.kernels import ckernels
+from compress.quant.kernels import ckernels, cpaths
 from compress.quant.wrappers.base import QuantWrapper
 from compress.quant.wrappers.ops import EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
 from compress.quant.wrappers.params import LinearQuantWrapper
@@ -121,6 +121,10 @@ class FusedLSTMLoop(FusedLoop):
 
     def _make_tables(self, dtype: torch.dtype, device: torch.device) -> Any:
         return _Tables(self.cell, dtype, device)
+
+    @property
+    def c_loop(self) -> CLoop:
+        return _C_LOOP
 
     def _fused(self, tables: Any, data: torch.Tensor, batch: int, initial: tuple, reverse: bool) -> Any:
         result = _run_c(self, tables, data, batch, initial, reverse) if _c_usable(self.cell, data) else None
@@ -214,15 +218,23 @@ def _hold_c_step(held: dict[str, Any], cell: nn.Module, tables: _Tables, batch: 
     keep = [h, c, a8, mm, codes, gates, goff]
     ptr, u8 = ckernels.ptr, tables.bytes
     args = ckernels.LstmStep(
-        ckernels.requant_args(fc_h, mm, a8, keep), batch, hidden, tables.n_h, tables.n_c, tables.n_g, tables.n_mi,
+        cpaths.requant_args(fc_h, mm, a8, keep), batch, hidden, tables.n_h, tables.n_c, tables.n_g, tables.n_mi,
         None, ptr(goff), ptr(u8["gate"]), ptr(u8["mul_f"]), ptr(u8["mul_i"]), ptr(u8["cell"]), ptr(u8["hidden"]),
-        ptr(tables.h_in), ptr(tables.h_values), ptr(c), ptr(h), None, ptr(codes), ptr(gates),
+        ptr(tables.h_in), ptr(tables.h_values), ptr(c), ptr(h), None, ptr(codes), ptr(gates), None,
+        ptr(tables.c_values),
     )  # fmt: skip
     held.clear()
     held.update(h=h, c=c, a8=a8, mm=mm, keep=keep, args=args, ref=ctypes.byref(args), tables=tables)
     held.update(step=ckernels.library().lstm_step, product=fc_h.int_mm.product_for(batch, a8.device))
 
 
+def _state_grids(cell: nn.Module, tables: _Tables) -> list[tuple[Any, torch.Tensor]]:
+    """(grid, value of every code) of each state entering a step: h, then c."""
+    h_grid, c_grid = cell.eltwisemult_hidden.grid("output"), cell.eltwiseadd_cell.grid("output")
+    return [(h_grid, tables.h_values), (c_grid, tables.c_values)]
+
+
 _C_LOOP = CLoop(
-    4, ("h", "c"), _hold_c_step, _c_initial_codes, lambda t, held: (t.h_values[held["h"]], t.c_values[held["c"]])
-)
+    4, ("h", "c"), _hold_c_step, _c_initial_codes, lambda t, held: (t.h_values[held["h"]], t.c_values[held["c"]]),
+    _state_grids,
+)  # fmt: skip

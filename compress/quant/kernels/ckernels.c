@@ -7,6 +7,7 @@
  * FMA contraction and fast-math so that the compiler cannot merge or reorder them.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* fc's exact accumulator -> output code, as LinearQuantWrapper. All arrays are always given (zeros or
@@ -96,6 +97,21 @@ void quantize_i8(const float *restrict x, int64_t count, double scale, double zp
     }
 }
 
+/* An element-wise module's fake quantization (FakeQuantWrapper): float32 outputs -> codes on the output grid
+ * -> float32 values: x * scale (- zp when sub_zp), round half to even, clamp, (+ zp) / out_scale. */
+void fake_quant_f32(const float *restrict x, int64_t count, double scale, double zp, int32_t sub_zp, double qmin,
+                    double qmax, double out_scale, float *restrict out) {
+    const double sub = sub_zp ? zp : 0.0;
+    for (int64_t i = 0; i < count; i++) {
+        double y = (double)x[i] * scale;
+        if (sub_zp) y = y - sub;
+        y = nearbyint(y);
+        y = y < qmin ? qmin : y;
+        y = y > qmax ? qmax : y;
+        out[i] = (float)((y + zp) / out_scale);
+    }
+}
+
 /* One step of the fused LSTM loop (compress/quant/fused/lstm.py) after fc_gate_h's _int_mm. */
 typedef struct {
     Requant rq;  /* fc_gate_h: mm [B, 4H], a8 [B, H] (overwritten with the next step's inputs) */
@@ -110,6 +126,8 @@ typedef struct {
     float *out;            /* [T, B, H] hidden values */
     double *codes;         /* [4H] scratch */
     int32_t *gates;        /* [4H] scratch */
+    float *c_out;          /* [T, B, H] cell-state values, or NULL (the one-step stack returns them) */
+    const float *c_values; /* dequantized cell-state value per code */
 } LstmStep;
 
 void lstm_step(const LstmStep *p, int64_t t) {
@@ -125,6 +143,8 @@ void lstm_step(const LstmStep *p, int64_t t) {
     const int8_t *restrict h_in = p->h_in;
     const float *restrict h_values = p->h_values;
     const int64_t n_c = p->n_c, n_g = p->n_g, n_mi = p->n_mi;
+    float *restrict c_out = p->c_out ? p->c_out + t * B * H : NULL;
+    const float *restrict c_values = p->c_values;
     for (int64_t b = 0; b < B; b++) {
         requant_row(&p->rq, b, p->codes); /* reads row b of a8 before it is overwritten below */
         for (int64_t n = 0; n < G; n++) gates[n] = gate[goff[n] + x[b * G + n] * n_h + (int32_t)codes[n]];
@@ -138,6 +158,8 @@ void lstm_step(const LstmStep *p, int64_t t) {
             out[b * H + j] = h_values[h];
             a8[b * H + j] = h_in[h];
         }
+        if (c_out)
+            for (int64_t j = 0; j < H; j++) c_out[b * H + j] = c_values[c[j]];
     }
 }
 

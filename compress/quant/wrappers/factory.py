@@ -39,6 +39,7 @@ from torch import nn
 
 from compress.errors import QuantizationError
 from compress.quant.config.plan import LayerPlan
+from compress.quant.kernels import cpaths
 from compress.quant.wrappers.base import Grid, QuantWrapper, activation_grid, input_records, output_record
 from compress.quant.wrappers.ops import ConcatQuantWrapper, EltwiseAddQuantWrapper, EltwiseMultQuantWrapper
 from compress.quant.wrappers.params import (
@@ -100,6 +101,9 @@ class FakeQuantWrapper(QuantWrapper):
                 f"{type(self.wrapped).__name__} returned {type(out).__name__}; output fake-quantization needs a "
                 "float tensor. Leave this module unquantized with an override {match: <name>, none: true}."
             )
+        fast = cpaths.fake_quant_values(self, out)  # the same float64 operations in one C pass, when it can run
+        if fast is not None:
+            return fast
         if self.half_range:
             out = torch.relu(out)
         scale = self.output_scale if self._floats["output"] is None else self._floats["output"][0]

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import QuantizationError
-from compress.quant.kernels import ckernels
+from compress.quant.kernels import cpaths
 from compress.quant.kernels.dispatch import check_mode, requested_mode
 from compress.quant.kernels.intmatmul import conv_columns, conv_supported, plan_int_matmul
 from compress.quant.numerics.primitives import (
@@ -44,6 +44,7 @@ from compress.quant.numerics.primitives import (
     scale_zero_point,
 )
 from compress.quant.wrappers.base import CHUNK_ELEMENTS, Grid, QuantWrapper, summarize
+from compress.utils import RuntimeCache
 
 __all__ = [
     "QuantizedWeight",
@@ -303,7 +304,7 @@ class LinearQuantWrapper(_WeightedWrapper):
         return self.int_mm is not None and (x.device.type, x.numel() // max(x.shape[-1], 1)) not in self._refused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = ckernels.linear_values(self, x)  # the fused C kernels when they can run, else PyTorch ops
+        out = cpaths.linear_values(self, x)  # the fused C kernels when they can run, else PyTorch ops
         return out if out is not None else self._by_rows(x, self._forward, x.dtype)
 
     def output_codes(self, x: torch.Tensor, mul: int = 1, offsets: torch.Tensor | None = None) -> torch.Tensor:
@@ -322,7 +323,7 @@ class LinearQuantWrapper(_WeightedWrapper):
         """
         n = self.qweight.int_weight.shape[0]
         offsets = torch.zeros(n, dtype=torch.int32) if offsets is None else offsets.to(torch.int32).contiguous()
-        out = ckernels.linear_affine_codes(self, x, mul, offsets)
+        out = cpaths.linear_affine_codes(self, x, mul, offsets)
         if out is not None:
             return out
         offsets64 = offsets.to(device=x.device, dtype=torch.float64)
@@ -402,6 +403,11 @@ class WeightFakeQuantWrapper(_WeightedWrapper):
         return self.wrapped._conv_forward(x, w, bias)
 
 
+# Embedding tables of at most this many entries keep a dequantized copy (4 MiB in float32): a lookup then costs
+# one op instead of five (batch-1 generation), at the float table's memory. Larger ones dequantize per lookup.
+_MAX_VALUE_TABLE = 1 << 20
+
+
 class EmbeddingQuantWrapper(_WeightedWrapper):
     """``nn.Embedding`` looking up integer rows and dequantizing them (no separate output grid).
 
@@ -422,6 +428,23 @@ class EmbeddingQuantWrapper(_WeightedWrapper):
         self.out_dtype = wrapped.weight.dtype
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        table = self._value_table()
+        if table is not None:  # every row's values computed once, by the operations below: the same bits
+            return F.embedding(idx, table)
+        return self._lookup(idx)
+
+    def _value_table(self) -> torch.Tensor | None:
+        """The dequantized table (cached while the codes and scales are unchanged), or None when too large."""
+        codes, scale = self.qweight.int_weight, self.qweight.scale
+        if codes.numel() > _MAX_VALUE_TABLE:
+            return None
+        key = (codes.data_ptr(), codes._version, scale.data_ptr(), scale._version, self.out_dtype)
+        cache = self.__dict__.setdefault("_values", RuntimeCache())
+        if cache.get("key") != key:
+            cache["table"], cache["key"] = self._lookup(torch.arange(codes.shape[0], device=codes.device)), key
+        return cache["table"]
+
+    def _lookup(self, idx: torch.Tensor) -> torch.Tensor:
         rows = F.embedding(idx, self.qweight.int_weight).to(torch.float64)
         scale = self.qweight.scale
         if scale.dim():  # per-row scales: look them up with the rows
