@@ -8,6 +8,7 @@ fp32 ``nn.LSTM``/``nn.GRU`` model, with the same sampling loop (compress/models/
 interleaved over ``--rounds`` rounds, median ms per step.
 
 Run: ``python benchmarks/rollout.py [--write]`` (``--write`` replaces the two sections of RESULTS.md);
+``--steps-only`` exports the artifact from the ``int8_full`` experiment alone and measures only the step times;
 ``--quick`` runs the tiny test schedules with 4 x 60 steps (a smoke run, not a measurement).
 """
 
@@ -58,6 +59,9 @@ COLUMNS = [
 def run_study(path: str, args: argparse.Namespace, out: Path) -> list[Any]:
     """The schedule's experiments with the rollout evaluator; returns the ExperimentResults."""
     schedule = load_schedule(ROOT / path)
+    if args.steps_only:  # only the exported artifact is needed: its experiment alone, evaluated as shipped
+        schedule.data["experiments"] = [e for e in schedule.data["experiments"] if e["name"] == "int8_full"]
+        return engine.run(schedule, out_dir=out, progress=False).experiments
     window = min(100, args.steps // 2)
     rollout = {"sequences": args.sequences, "steps": args.steps, "seed": 0, "window": window}
     schedule.data["evaluate"] = {"name": "rollout", "args": rollout}
@@ -111,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="tiny schedules, 4 x 60 steps: a smoke run")
     p.add_argument("--write", action="store_true", help="replace the two sections of benchmarks/RESULTS.md")
+    p.add_argument("--steps-only", action="store_true", help="only the step times (no rollouts; --write: that section)")
     args = p.parse_args(argv)
     if args.quick:
         args.sequences, args.steps, args.gen_steps, args.rounds = 4, 60, 60, 1
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             out = Path(tmp) / core
             experiments = run_study(path, args, out)
             rows += rollout_rows(core, experiments)
-            for eight_bit in (False, True):
+            for eight_bit in () if args.steps_only else (False, True):
                 best = least_drift(experiments, eight_bit)
                 what = "of the 8-bit experiments" if eight_bit else "of all non-float experiments"
                 drift.append(f"- {core}, {what}: `{best.name}` drifts least (KL over the last window "
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(rollout_md + "\n\n" + step_md)
     print(json.dumps(raw, default=float))  # every metric, for the README's table
     if args.write and not args.quick:
-        write_sections(ROOT / "benchmarks" / "RESULTS.md", {ROLLOUT_SECTION: rollout_md, STEP_SECTION: step_md})
+        sections = {STEP_SECTION: step_md} if args.steps_only else {ROLLOUT_SECTION: rollout_md, STEP_SECTION: step_md}
+        write_sections(ROOT / "benchmarks" / "RESULTS.md", sections)
     return raw
 
 

@@ -353,18 +353,17 @@ def test_fake_quant_equals_reference_with_and_without_c_kernels(mode, bits, kern
     assert ran_c == (kernels_backend == "c")
 
 
-def test_embedding_value_table_follows_its_codes(monkeypatch):
+@pytest.mark.parametrize("per_row", [False, True])
+def test_embedding_lookup_equals_reference_with_and_without_c_kernels(per_row, kernels_backend):
     torch.manual_seed(9)
     emb = nn.Embedding(40, 6)
-    wrapper = _quantized(emb, {}, mode="asymmetric_signed", per_channel_wts=True)
+    overrides = [{"match": "0", "per_channel_wts": True}] if per_row else []
+    wrapper = _quantized(emb, {}, mode="asymmetric_signed", per_channel_wts=True, overrides=overrides)
+    w_int, s = ref_weight(emb.weight.detach().numpy().astype(np.float64), 8, "asymmetric_signed", per_row)
     idx = torch.randint(0, 40, (5, 2))
-    direct = wrapper._lookup(idx)
-    assert torch.equal(wrapper(idx), direct)  # from the cached table
-    with torch.no_grad():  # as load_state_dict writes new codes in place
-        wrapper.qweight.int_weight.copy_(wrapper.qweight.int_weight.flip(0))
-    assert torch.equal(wrapper(idx), wrapper._lookup(idx)) and not torch.equal(wrapper(idx), direct)
-    import compress.quant.wrappers.params as params
-
-    monkeypatch.setattr(params, "_MAX_VALUE_TABLE", 10)  # too large to keep: dequantized per lookup
-    wrapper.__dict__.pop("_values")
-    assert torch.equal(wrapper(idx), wrapper._lookup(idx)) and "_values" not in wrapper.__dict__
+    for data in (idx, idx.t(), idx[0]):  # strided and 1-D indices too
+        expected = torch.from_numpy((w_int / s[:, None]).astype(np.float32))[data]
+        assert torch.equal(wrapper(data), expected)
+    assert (cpaths.embedding_values(wrapper, idx) is not None) == (kernels_backend == "c")
+    with pytest.raises(IndexError):  # out of range: PyTorch's own error, from either path
+        wrapper(torch.tensor([3, 40]))

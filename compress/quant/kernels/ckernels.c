@@ -112,6 +112,27 @@ void fake_quant_f32(const float *restrict x, int64_t count, double scale, double
     }
 }
 
+/* Rows of a quantized embedding as float32 (EmbeddingQuantWrapper): (float)(code / scale), codes int8 or (wide)
+ * int32, one scale per row (per_row) or one for all. Returns -1, having written nothing, when an index is out of
+ * range. */
+int32_t embedding_rows_f32(const void *codes, int32_t wide, int64_t V, int64_t D, const double *restrict scale,
+                           int32_t per_row, const int64_t *restrict idx, int64_t n, float *restrict out) {
+    for (int64_t i = 0; i < n; i++)
+        if (idx[i] < 0 || idx[i] >= V) return -1;
+    for (int64_t i = 0; i < n; i++) {
+        const double s = scale[per_row ? idx[i] : 0];
+        float *restrict o = out + i * D;
+        if (wide) {
+            const int32_t *restrict row = (const int32_t *)codes + idx[i] * D;
+            for (int64_t d = 0; d < D; d++) o[d] = (float)((double)row[d] / s);
+        } else {
+            const int8_t *restrict row = (const int8_t *)codes + idx[i] * D;
+            for (int64_t d = 0; d < D; d++) o[d] = (float)((double)row[d] / s);
+        }
+    }
+    return 0;
+}
+
 /* One step of the fused LSTM loop (compress/quant/fused/lstm.py) after fc_gate_h's _int_mm. */
 typedef struct {
     Requant rq;  /* fc_gate_h: mm [B, 4H], a8 [B, H] (overwritten with the next step's inputs) */

@@ -147,6 +147,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.gemm_s8s32_isa.restype = ctypes.c_int
     lib.gru_step.argtypes = [p, i64]
     lib.fake_quant_f32.argtypes = [p, i64, f64, f64, i32, f64, f64, f64, p]
+    lib.embedding_rows_f32.argtypes = [p, i32, i64, i64, p, i32, p, i64, p]
+    lib.embedding_rows_f32.restype = ctypes.c_int32
     fns = (lib.requant_values_f32, lib.requant_affine_i32, lib.requant_codes_u8, lib.quantize_i8, lib.lstm_step)
     for fn in (*fns, lib.gru_step, lib.fake_quant_f32, lib.pack_s8_weights, lib.gemm_s8s32, lib.gemm_s8s32_scalar):
         fn.restype = None

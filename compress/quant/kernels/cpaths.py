@@ -24,7 +24,7 @@ from compress.quant.kernels.ckernels import Requant, library, ptr
 from compress.utils import RuntimeCache
 
 __all__ = ["usable", "linear_values", "linear_affine_codes", "linear_byte_codes", "requant_args", "row_plan",
-           "fake_quant_values"]  # fmt: skip
+           "fake_quant_values", "embedding_values"]  # fmt: skip
 
 # Output elements per chunk of a linear layer: the chunk's int32 products and int8 inputs stay in a core's L2
 # (at least 128 rows: wide outputs such as a word-LM decoder run their int8 product faster in taller chunks).
@@ -250,3 +250,43 @@ def fake_quant_values(wrapper: Any, value: torch.Tensor) -> torch.Tensor | None:
     out_scale = float(wrapper.output_scale)
     library().fake_quant_f32(x.data_ptr(), x.numel(), scale, zp, 1 if zp else 0, qmin, qmax, out_scale, out.data_ptr())
     return out
+
+
+def embedding_values(wrapper: Any, idx: torch.Tensor) -> torch.Tensor | None:
+    """EmbeddingQuantWrapper ``wrapper``'s float32 rows for ``idx`` by the C kernels (``code / scale`` per element,
+    as the wrapper divides), or None when they cannot run (codes neither int8 nor int32, not float32, not CPU, an
+    index out of range: the wrapper's own lookup then raises PyTorch's error).
+
+    Example:
+        >>> embedding_values(object(), torch.zeros(1, dtype=torch.long)) is None
+        True
+    """
+    qweight = getattr(wrapper, "qweight", None)
+    if qweight is None or wrapper.out_dtype != torch.float32 or idx.dtype != torch.int64 or library() is None:
+        return None
+    codes, scale = qweight.int_weight, qweight.scale
+    if (
+        codes.dtype not in (torch.int8, torch.int32)
+        or codes.dim() != 2
+        or codes.device.type != "cpu"
+        or idx.device.type != "cpu"
+    ):
+        return None
+    if scale.dtype != torch.float64 or not codes.is_contiguous() or not scale.is_contiguous():
+        return None
+    flat = idx.reshape(-1)
+    flat = flat if flat.is_contiguous() else flat.contiguous()
+    out = torch.empty(*idx.shape, codes.shape[1], dtype=torch.float32)
+    per_row = int(scale.dim() > 0)
+    wide = int(codes.dtype == torch.int32)
+    args = (
+        codes.data_ptr(),
+        wide,
+        *codes.shape,
+        scale.data_ptr(),
+        per_row,
+        flat.data_ptr(),
+        flat.numel(),
+        out.data_ptr(),
+    )
+    return out if library().embedding_rows_f32(*args) == 0 else None

@@ -44,7 +44,6 @@ from compress.quant.numerics.primitives import (
     scale_zero_point,
 )
 from compress.quant.wrappers.base import CHUNK_ELEMENTS, Grid, QuantWrapper, summarize
-from compress.utils import RuntimeCache
 
 __all__ = [
     "QuantizedWeight",
@@ -403,11 +402,6 @@ class WeightFakeQuantWrapper(_WeightedWrapper):
         return self.wrapped._conv_forward(x, w, bias)
 
 
-# Embedding tables of at most this many entries keep a dequantized copy (4 MiB in float32): a lookup then costs
-# one op instead of five (batch-1 generation), at the float table's memory. Larger ones dequantize per lookup.
-_MAX_VALUE_TABLE = 1 << 20
-
-
 class EmbeddingQuantWrapper(_WeightedWrapper):
     """``nn.Embedding`` looking up integer rows and dequantizing them (no separate output grid).
 
@@ -428,21 +422,8 @@ class EmbeddingQuantWrapper(_WeightedWrapper):
         self.out_dtype = wrapped.weight.dtype
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        table = self._value_table()
-        if table is not None:  # every row's values computed once, by the operations below: the same bits
-            return F.embedding(idx, table)
-        return self._lookup(idx)
-
-    def _value_table(self) -> torch.Tensor | None:
-        """The dequantized table (cached while the codes and scales are unchanged), or None when too large."""
-        codes, scale = self.qweight.int_weight, self.qweight.scale
-        if codes.numel() > _MAX_VALUE_TABLE:
-            return None
-        key = (codes.data_ptr(), codes._version, scale.data_ptr(), scale._version, self.out_dtype)
-        cache = self.__dict__.setdefault("_values", RuntimeCache())
-        if cache.get("key") != key:
-            cache["table"], cache["key"] = self._lookup(torch.arange(codes.shape[0], device=codes.device)), key
-        return cache["table"]
+        out = cpaths.embedding_values(self, idx)  # one C pass of the operations below, when it can run
+        return out if out is not None else self._lookup(idx)
 
     def _lookup(self, idx: torch.Tensor) -> torch.Tensor:
         rows = F.embedding(idx, self.qweight.int_weight).to(torch.float64)
