@@ -314,7 +314,8 @@ def machine() -> str:
     caps = {k: os.environ[k] for k in ISA_CAPS["avx2"] if k in os.environ}
     capped = f"; ISA capped by {', '.join(f'{k}={v}' for k, v in caps.items())}" if caps else ""
     return (
-        f"{datetime.date.today().isoformat()}: {info['model']} (2 cores, shared machine, load average "
+        f"{datetime.date.today().isoformat()}: {info['model']} ({info['family'] or 'family unknown'}; 2 cores, shared "
+        f"machine, load average "
         f"{os.getloadavg()[0]:.1f} at the end), ISA flags "
         f"{' '.join(info['flags'])}{capped}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
         f"{platform.system()}, Python {platform.python_version()}, torch {torch.__version__} "

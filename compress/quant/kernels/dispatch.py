@@ -128,24 +128,28 @@ def _warn_once(key: str, message: str) -> None:
 
 
 def cpu_info() -> dict[str, Any]:
-    """This CPU's model name and the ISA flags that decide the integer backends.
+    """This CPU's model name, its family/model numbers (x86: they tell, say, Zen 4 from Zen 5 when a VM names
+    only "AMD EPYC") and the ISA flags that decide the integer backends.
 
     Example:
         >>> sorted(cpu_info())
-        ['flags', 'machine', 'model']
+        ['family', 'flags', 'machine', 'model']
     """
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags, numbers = platform.processor() or platform.machine(), set(), {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
-                model = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and model in ("", platform.machine(), platform.processor()):
+                model = value
+            elif key in ("flags", "Features") and not flags:
                 flags = set(value.split())
+            elif key in ("cpu family", "model") and key not in numbers:
+                numbers[key] = value
     except OSError:
         pass
+    family = f"family {numbers['cpu family']} model {numbers['model']}" if len(numbers) == 2 else ""
     wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp")
-    return {"model": model, "machine": platform.machine(), "flags": [f for f in wanted if f in flags]}
+    return {"model": model, "family": family, "machine": platform.machine(), "flags": [f for f in wanted if f in flags]}
 
 
 def cpu_class(flags: list[str] | None = None) -> str:
@@ -259,7 +263,8 @@ def _measure() -> dict[str, Any]:
 def describe() -> str:
     """Lines for ``python -m compress --kernels``: the CPU, its ISA flags, the probe and the choice per class."""
     info, result = cpu_info(), probe()
-    lines = [f"CPU: {info['model']} ({info['machine']}); ISA flags: {' '.join(info['flags']) or 'none of interest'}"]
+    where = ", ".join(p for p in (info["machine"], info["family"]) if p)
+    lines = [f"CPU: {info['model']} ({where}); ISA flags: {' '.join(info['flags']) or 'none of interest'}"]
     lib = ckernels.library()
     isa = {0: "scalar", 1: "AVX2 vpmaddwd"}
     c_state = "not built" if lib is None else f"built ({isa.get(lib.gemm_s8s32_isa(), '?')})"
