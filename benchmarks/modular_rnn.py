@@ -32,6 +32,7 @@ from torch import nn
 
 from compress.fileio import atomic_write_text
 from compress.modules import ModularGRU, ModularLSTM
+from compress.quant.kernels import dispatch
 
 SECTION = "## Modular RNN forward vs PyTorch"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -48,6 +49,10 @@ so modular minus floor is the cost of the element-wise modules and the Python lo
   with oneDNN switched off (column "oneDNN off") `nn.LSTM` is about as fast as the modular LSTM.
   `nn.GRU` does not take that path, so the GRU ratio is near 1. Routing `fc_gate_h` around its module
   would be faster but hooks and quantizer wrappers would no longer see it, so it is not done.
+- The modular forward's outputs are a contract (statistics, reports and the quantizers are built on them), and
+  a faster GEMM changes them: oneDNN's linear differs from `F.linear` (MKL) by up to 2.4e-6 on the GEMM above
+  (measured on the Zen 4, 2026-12-02), and `torch.addmm` on a contiguous transposed weight gives the same bits
+  but is not faster. With the GEMM and `tanh` fixed, what is left to remove is the Python loop, a few percent.
 - `torch.jit.script` is not used: Python forward hooks (statistics) and wrapper modules swapped in by
   the quantizer need the eager modules.
 - On a shared 2-core machine repeated invocations differ by up to ~30% (other jobs compete for cache
@@ -157,10 +162,8 @@ def machine() -> str:
         >>> "torch" in machine()
         True
     """
-    cpu = platform.processor() or "unknown CPU"
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    info = dispatch.cpu_info()  # the model name, family/model numbers and ISA flags, as every benchmark writes them
+    cpu = ", ".join(p for p in (info["model"], info["family"], " ".join(info["flags"])) if p)
     return (
         f"{cpu}, {os.cpu_count()} cores (shared), {platform.system()}, Python {platform.python_version()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
