@@ -163,3 +163,11 @@ def test_dropout_between_layers_in_training_declines(stack_runs) -> None:
     with torch.no_grad():
         on(sequences(1, 1), state)
     assert stack_runs == []
+
+
+def test_many_batch_sizes_keep_bounded_state(stack_runs) -> None:
+    on, off = quantized_pair(Core(seed=8), **SETTINGS[1])
+    for batch in range(1, 21):  # more sizes than the stack keeps: old entries are dropped, results unchanged
+        generate(on, off, 2, batch, warm_state(on, off, batch))
+    assert len(on.rnn.fused_stack._held) <= 16
+    assert len(stack_runs) == expected(40)

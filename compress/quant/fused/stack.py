@@ -35,6 +35,8 @@ from compress.utils import RuntimeCache
 
 __all__ = ["FusedStack"]
 
+_MAX_HELD = 16  # (batch size, thread) entries kept; generation uses one or two
+
 
 class _Layer:
     """One layer's bound step: its fc_gate_x row plan and a private copy of the C loop's buffers and struct."""
@@ -101,7 +103,10 @@ class FusedStack:
         if not self._fits(input, hx):
             return None
         batch = input.shape[0 if self.rnn.batch_first else 1]
-        held = self._held.setdefault((batch, threading.get_ident()), {})
+        key = (batch, threading.get_ident())
+        if key not in self._held and len(self._held) >= _MAX_HELD:  # many batch sizes or threads: bounded memory
+            self._held.clear()
+        held = self._held.setdefault(key, {})
         last = held.pop("last", None)  # the buffers change below: only a completed call may be recalled
         try:
             layers = self._layers(held, input, batch)
