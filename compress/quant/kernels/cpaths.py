@@ -1,5 +1,6 @@
 """The quantization wrappers' C paths: an integer Linear (input codes, the dispatched int8 product, the
-requantization) and an element-wise fake quantization in a few C calls instead of a dozen PyTorch ops.
+requantization), an element-wise fake quantization and a quantized embedding lookup, each in a few C calls
+instead of a dozen PyTorch ops.
 
 The C functions (ckernels.c) repeat the wrappers' float64 operations element by element in the same order,
 so every path here returns the bits the wrapper's PyTorch code returns; each returns None (or False) when
@@ -221,7 +222,6 @@ def row_plan(fc: Any, rows: int, k: int) -> dict[str, Any]:
         "step": step, "k": k, "a8": a8, "acc": acc, "scratch": scratch, "args": args, "ref": ctypes.byref(args),
         "keep": keep, "a8_ptr": a8.data_ptr(), "scratch_ptr": scratch.data_ptr(), "views": views,
         "quantize": functools.partial(_quantize, lib, scale, zp, qmin, qmax, mm.x_shift),
-        "product": lambda m: views(m)[2],
     }  # fmt: skip
     return plans[key]
 
